@@ -1,0 +1,276 @@
+"""The compiled, immutable configuration the data plane reads.
+
+``compile_snapshot()`` (config/compile) turns validated resources into one ``Snapshot``.
+Nothing here touches pydantic models: matchers are precompiled, rules are pre-sorted
+by Gateway API precedence, and backends are resolved to cluster names. A reload builds
+a new Snapshot and the engine swaps one reference; requests in flight keep the one they
+started with.
+
+Lookup path for a request: ``Snapshot.ports[port]`` (a ``PortRouter``) ->
+``PortRouter.select(host)`` (the most specific matching listener, a ``ListenerRoutes``)
+-> ``ListenerRoutes.hosts_for(host)`` (the most specific matching route hostname, a
+``RuleTable``) -> ``RuleTable.find(...)`` (the first ``CompiledMatch`` in precedence
+order that matches).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from meshgate.filters.base import Filter
+    from meshgate.http.headers import Headers
+
+PATH_EXACT = 0
+PATH_PREFIX = 1
+PATH_REGEX = 2
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderMatcher:
+    name: str  # lowercase
+    value: str | None = None  # Exact
+    regex: re.Pattern[str] | None = None  # RegularExpression (full match)
+
+    def matches(self, headers: Headers) -> bool:
+        # Gateway API: a header that appears more than once is matched on its values
+        # joined with "," (RFC 7230 3.2.2 combination), as Envoy does.
+        got = headers.get_all(self.name)
+        if not got:
+            return False
+        value = got[0] if len(got) == 1 else ",".join(got)
+        if self.regex is not None:
+            return self.regex.fullmatch(value) is not None
+        return value == self.value
+
+
+@dataclass(frozen=True, slots=True)
+class QueryMatcher:
+    name: str  # exact, case-sensitive
+    value: str | None = None
+    regex: re.Pattern[str] | None = None
+
+    def matches(self, query: dict[str, list[str]]) -> bool:
+        # Only the first value of a repeated parameter is considered (the spec lets
+        # implementations choose; Envoy uses the first).
+        values = query.get(self.name)
+        if not values:
+            return False
+        if self.regex is not None:
+            return self.regex.fullmatch(values[0]) is not None
+        return values[0] == self.value
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    attempts: int  # total retries after the first try
+    codes: frozenset[int]  # statuses that are retried
+    backoff: float  # seconds between tries (doubling, with jitter, capped at 10x)
+    retry_on_connect_failure: bool = True
+    retry_on_reset: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class WeightedBackend:
+    """One backendRef of a rule after resolution."""
+
+    weight: int
+    # Cluster name in Snapshot.clusters, or None when the ref is invalid (missing,
+    # unknown kind, cross-namespace without a ReferenceGrant): its share gets 500.
+    cluster: str | None
+    filters: tuple[Filter, ...] = ()
+    # Why the ref did not resolve, for logs and /config_dump.
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    route: str  # "namespace/name" of the HTTPRoute
+    rule_index: int  # index of the rule in spec.rules
+    name: str | None  # rules[].name (named rules), if any
+    filters: tuple[Filter, ...]  # rule filters, in spec order
+    backends: tuple[WeightedBackend, ...]  # weight 0 entries removed
+    total_weight: int  # sum of weights; 0 with backendRefs given -> 500
+    # True when the rule has no backendRefs at all (a redirect-only rule, say). With
+    # no backendRefs and no filter answering locally, the spec says 500.
+    no_backends: bool = False
+    timeout_request: float | None = None  # seconds; timeouts.request
+    timeout_backend: float | None = None  # seconds; timeouts.backendRequest
+    retry: RetryPolicy | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "route": self.route,
+            "rule": self.rule_index,
+            "name": self.name,
+            "filters": [f.describe() for f in self.filters],
+            "backends": [
+                {
+                    "weight": b.weight,
+                    "cluster": b.cluster,
+                    "error": b.error or None,
+                    "filters": [f.describe() for f in b.filters],
+                }
+                for b in self.backends
+            ],
+            "timeouts": {"request": self.timeout_request, "backendRequest": self.timeout_backend},
+            "retry": None
+            if self.retry is None
+            else {
+                "attempts": self.retry.attempts,
+                "codes": sorted(self.retry.codes),
+                "backoff": self.retry.backoff,
+            },
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledMatch:
+    """One entry of rules[].matches[] (OR across entries, AND within one)."""
+
+    path_kind: int  # PATH_EXACT | PATH_PREFIX | PATH_REGEX
+    path: str  # the value; for PATH_PREFIX without trailing "/" (except "/")
+    path_regex: re.Pattern[str] | None
+    method: str | None
+    headers: tuple[HeaderMatcher, ...]
+    query: tuple[QueryMatcher, ...]
+    rule: CompiledRule
+
+    def matches(
+        self, method: str, path: str, headers: Headers, query: dict[str, list[str]] | None
+    ) -> bool:
+        kind = self.path_kind
+        if kind == PATH_PREFIX:
+            p = self.path
+            if p != "/":
+                # Segment-wise: "/foo" matches "/foo" and "/foo/bar", not "/foobar".
+                if not path.startswith(p):
+                    return False
+                if len(path) > len(p) and path[len(p)] != "/":
+                    return False
+        elif kind == PATH_EXACT:
+            if path != self.path:
+                return False
+        elif self.path_regex.fullmatch(path) is None:  # type: ignore[union-attr]
+            return False
+        if self.method is not None and method != self.method:
+            return False
+        for h in self.headers:
+            if not h.matches(headers):
+                return False
+        if self.query:
+            if query is None:
+                return False
+            for q in self.query:
+                if not q.matches(query):
+                    return False
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class RuleTable:
+    """Every match that applies under one route hostname, in precedence order."""
+
+    matches: tuple[CompiledMatch, ...]
+    needs_query: bool  # some match inspects query params: parse the query once
+
+    def find(
+        self, method: str, path: str, headers: Headers, query: dict[str, list[str]] | None
+    ) -> CompiledMatch | None:
+        for m in self.matches:
+            if m.matches(method, path, headers, query):
+                return m
+        return None
+
+
+def _most_specific(
+    host: str,
+    exact: dict[str, Any],
+    wildcards: tuple[tuple[str, Any], ...],
+    default: Any,
+) -> Any:
+    hit = exact.get(host)
+    if hit is not None:
+        return hit
+    for suffix, value in wildcards:  # longest suffix first
+        # "*.example.com" matches "a.example.com" and "a.b.example.com", never
+        # "example.com" itself (Gateway API hostname semantics).
+        if host.endswith(suffix) and len(host) > len(suffix):
+            return value
+    return default
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerRoutes:
+    """The routes of one listener, by route hostname (after listener intersection)."""
+
+    gateway: str  # "namespace/name"
+    listener: str  # listener name
+    port: int
+    hostname: str | None  # the listener's hostname, None for any
+    exact_hosts: dict[str, RuleTable]
+    # ("." + suffix for "*.suffix", table), longest suffix first
+    wildcard_hosts: tuple[tuple[str, RuleTable], ...]
+    any_host: RuleTable | None  # routes without hostnames (and listener without one)
+
+    def hosts_for(self, host: str) -> RuleTable | None:
+        return _most_specific(host, self.exact_hosts, self.wildcard_hosts, self.any_host)
+
+
+@dataclass(frozen=True, slots=True)
+class PortRouter:
+    """Every listener bound on one port; the Host header picks the listener."""
+
+    port: int
+    exact_listeners: dict[str, ListenerRoutes]
+    wildcard_listeners: tuple[tuple[str, ListenerRoutes], ...]  # longest first
+    default_listener: ListenerRoutes | None  # the listener with no hostname
+
+    def select(self, host: str) -> ListenerRoutes | None:
+        return _most_specific(
+            host, self.exact_listeners, self.wildcard_listeners, self.default_listener
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    host: str  # IP address or DNS name
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    """A set of endpoints one backendRef resolves to."""
+
+    name: str  # e.g. "service/default/infra-backend-v1:8080"
+    endpoints: tuple[Endpoint, ...]
+    # What the cluster came from, for /clusters and /config_dump.
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Downstream protocol limits and timeouts (seconds). Defaults chosen like Envoy's."""
+
+    max_request_line: int = 8 * 1024  # 414 over this
+    max_header_bytes: int = 60 * 1024  # 431 over this
+    max_header_count: int = 100  # 431 over this
+    max_body_bytes: int = 0  # 413 over this; 0 = unlimited
+    header_timeout: float = 10.0  # slowloris: whole head must arrive in this -> 408
+    idle_timeout: float = 60.0  # keep-alive connection with no request
+    upstream_connect_timeout: float = 5.0
+    upstream_idle_timeout: float = 60.0  # pooled connection unused for this is closed
+    upstream_max_connections: int = 1024  # per endpoint
+    drain_timeout: float = 20.0  # graceful shutdown deadline
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    version: str  # content hash of the inputs, shown in /config_dump
+    ports: dict[int, PortRouter]
+    clusters: dict[str, Cluster]
+    limits: Limits = field(default_factory=Limits)
+    # JSON-able view of the inputs and the compiled tables, for /config_dump.
+    dump: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,40 @@
+"""The filter interface shared by built-in filters and user plugins.
+
+A filter overrides only the phases it needs; the defaults pass through. The engine
+looks at which hooks a filter class overrides once, when a snapshot is compiled, and
+calls only those on the request path. A hook may be a plain function or ``async``.
+
+- ``on_request(ctx)``: return ``None`` to continue, or a ``LocalReply`` to answer the
+  request without going upstream (a redirect, a preflight, a denial).
+- ``on_response(ctx, head)``: change the response head (status, fields) before it is
+  sent downstream. Runs for upstream responses and for local replies made after routing.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from meshgate.proxy.context import LocalReply, RequestContext, ResponseHead
+
+
+class Filter:
+    __slots__ = ()
+
+    #: the name used in logs and config dumps
+    name = "filter"
+
+    def on_request(self, ctx: RequestContext) -> LocalReply | None:  # noqa: ARG002
+        return None
+
+    def on_response(self, ctx: RequestContext, head: ResponseHead) -> None:  # noqa: ARG002
+        return None
+
+    def describe(self) -> dict:
+        """A JSON-able description for /config_dump."""
+        return {"type": self.name}
+
+
+def overrides(f: Filter, hook: str) -> bool:
+    """True when ``f``'s class defines ``hook`` itself rather than inheriting the default."""
+    return getattr(type(f), hook) is not getattr(Filter, hook)
