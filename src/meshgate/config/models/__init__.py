@@ -1,0 +1,65 @@
+"""Pydantic models of the config resources meshgate serves, one module per API group.
+
+``MODELS`` maps (API group, kind) to the model class; the loader dispatches on it.
+``NOT_SUPPORTED_YET`` lists kinds from DESIGN.md that are skipped with a warning for now.
+"""
+
+from __future__ import annotations
+
+from meshgate.config.models.core import Namespace, Secret, Service
+from meshgate.config.models.discovery import EndpointSlice
+from meshgate.config.models.envoy import Backend
+from meshgate.config.models.gateway import Gateway
+from meshgate.config.models.httproute import HTTPRoute
+from meshgate.config.models.meta import FieldError, Metadata, ResourceBase, parse_duration
+from meshgate.config.models.referencegrant import ReferenceGrant
+
+Resource = Namespace | Service | Secret | EndpointSlice | Gateway | HTTPRoute | ReferenceGrant | Backend
+
+MODELS: dict[tuple[str, str], type[ResourceBase]] = {
+    ("", "Namespace"): Namespace,
+    ("", "Service"): Service,
+    ("", "Secret"): Secret,
+    ("discovery.k8s.io", "EndpointSlice"): EndpointSlice,
+    ("gateway.networking.k8s.io", "Gateway"): Gateway,
+    ("gateway.networking.k8s.io", "HTTPRoute"): HTTPRoute,
+    ("gateway.networking.k8s.io", "ReferenceGrant"): ReferenceGrant,
+    ("gateway.envoyproxy.io", "Backend"): Backend,
+}
+
+NOT_SUPPORTED_YET: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("gateway.networking.k8s.io", "GRPCRoute"),
+        ("gateway.networking.k8s.io", "TCPRoute"),
+        ("gateway.networking.k8s.io", "TLSRoute"),
+        ("gateway.networking.k8s.io", "BackendTLSPolicy"),
+        ("gateway.envoyproxy.io", "SecurityPolicy"),
+        ("gateway.envoyproxy.io", "BackendTrafficPolicy"),
+        ("gateway.envoyproxy.io", "ClientTrafficPolicy"),
+    }
+)
+
+
+def supported_versions(model: type[ResourceBase]) -> tuple[str, ...]:
+    """The apiVersion values a model accepts (its Literal annotation)."""
+    return tuple(model.model_fields["apiVersion"].annotation.__args__)  # type: ignore[union-attr]
+
+
+__all__ = [
+    "MODELS",
+    "NOT_SUPPORTED_YET",
+    "Backend",
+    "EndpointSlice",
+    "FieldError",
+    "Gateway",
+    "HTTPRoute",
+    "Metadata",
+    "Namespace",
+    "ReferenceGrant",
+    "Resource",
+    "ResourceBase",
+    "Secret",
+    "Service",
+    "parse_duration",
+    "supported_versions",
+]
