@@ -1,0 +1,17 @@
+"""The ``meshgate`` command: one click group, one subcommand per role or tool."""
+
+from __future__ import annotations
+
+import click
+
+from meshgate import __version__
+from meshgate.cli.validate import validate
+
+
+@click.group()
+@click.version_option(__version__, prog_name="meshgate")
+def main() -> None:
+    """meshgate: an API gateway and a service mesh in one Python package."""
+
+
+main.add_command(validate)
