@@ -82,6 +82,9 @@ def errors_from_validation(
             message = _unknown_field_message(model, loc)
         elif err["type"] == "missing":
             message = "required field is missing"
+        elif err["type"] == "string_type" and isinstance(err.get("input"), (bool, int, float)):
+            # YAML reads 1, 1.0, yes, on as numbers and booleans.
+            message = f"must be a string, got {err['input']!r}; quote the value in YAML"
         path = format_path(loc)
         if (path, message) in seen:
             continue

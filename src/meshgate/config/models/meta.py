@@ -194,7 +194,3 @@ class ResourceBase(Strict):
     apiVersion: str = Field(description="API group and version.")
     kind: str = Field(description="Resource kind.")
     metadata: Metadata = Field(description="Name, namespace, labels and annotations.")
-
-    @property
-    def key(self) -> tuple[str, str, str]:
-        return (self.kind, self.metadata.namespace, self.metadata.name)
