@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from meshgate import __version__
+from meshgate.cli.gateway import gateway
 from meshgate.cli.validate import validate
 
 
@@ -14,4 +15,8 @@ def main() -> None:
     """meshgate: an API gateway and a service mesh in one Python package."""
 
 
+main.add_command(gateway)
 main.add_command(validate)
+
+if __name__ == "__main__":
+    main()

@@ -23,6 +23,26 @@ if TYPE_CHECKING:
     from meshgate.filters.base import Filter
     from meshgate.http.headers import Headers
 
+def hooks_of(filters: tuple) -> tuple[tuple, tuple]:
+    """(request hooks, response hooks) of ``filters``: (bound method, is_async) pairs
+    for the phases each filter overrides, in filter order."""
+    import inspect
+
+    from meshgate.filters.base import overrides
+
+    req = tuple(
+        (f.on_request, inspect.iscoroutinefunction(f.on_request))
+        for f in filters
+        if overrides(f, "on_request")
+    )
+    resp = tuple(
+        (f.on_response, inspect.iscoroutinefunction(f.on_response))
+        for f in filters
+        if overrides(f, "on_response")
+    )
+    return req, resp
+
+
 PATH_EXACT = 0
 PATH_PREFIX = 1
 PATH_REGEX = 2
@@ -83,6 +103,13 @@ class WeightedBackend:
     filters: tuple[Filter, ...] = ()
     # Why the ref did not resolve, for logs and /config_dump.
     error: str = ""
+    request_hooks: tuple = field(init=False, repr=False, compare=False)
+    response_hooks: tuple = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        req, resp = hooks_of(self.filters)
+        object.__setattr__(self, "request_hooks", req)
+        object.__setattr__(self, "response_hooks", resp)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +126,14 @@ class CompiledRule:
     timeout_request: float | None = None  # seconds; timeouts.request
     timeout_backend: float | None = None  # seconds; timeouts.backendRequest
     retry: RetryPolicy | None = None
+    # Derived once here so the engine never inspects filters per request.
+    request_hooks: tuple = field(init=False, repr=False, compare=False)
+    response_hooks: tuple = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        req, resp = hooks_of(self.filters)
+        object.__setattr__(self, "request_hooks", req)
+        object.__setattr__(self, "response_hooks", resp)
 
     def describe(self) -> dict[str, Any]:
         return {

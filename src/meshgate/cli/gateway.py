@@ -1,0 +1,115 @@
+"""``meshgate gateway``: serve the Gateways in the config until SIGTERM.
+
+One process runs one engine on uvloop. ``--workers N`` starts N such processes that
+share the listener ports with SO_REUSEPORT; each loads, watches and reloads the config
+itself. Worker 0 also serves the admin listener.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import subprocess
+import sys
+import time
+
+import click
+
+from meshgate.config.snapshot import Limits
+
+log = logging.getLogger("meshgate.gateway")
+
+
+@click.command()
+@click.option("--config", "configs", multiple=True, required=True, help="YAML file or directory; repeatable.")
+@click.option("--bind", default="0.0.0.0", show_default=True, help="Address the listeners bind.")
+@click.option("--admin-port", default=9901, show_default=True, type=int, help="Admin listener port (0: none).")
+@click.option("--admin-bind", default="127.0.0.1", show_default=True, help="Admin listener address.")
+@click.option("--gateway", "gateways", multiple=True, help="Serve only this Gateway (NS/NAME); repeatable.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Processes sharing the listeners.")
+@click.option("--max-body-bytes", default=0, show_default=True, type=int, help="Request body limit, 413 over it (0: none).")
+@click.option("--header-timeout", default=10.0, show_default=True, type=float, help="Seconds to receive a request head (408).")
+@click.option("--idle-timeout", default=60.0, show_default=True, type=float, help="Seconds a keep-alive connection may idle.")
+@click.option("--drain-timeout", default=20.0, show_default=True, type=float, help="Seconds to finish in-flight requests on SIGTERM.")
+@click.option("--watch-interval", default=1.0, show_default=True, type=float, help="Seconds between config file checks.")
+@click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--worker-index", default=-1, type=int, hidden=True)
+def gateway(
+    configs: tuple[str, ...],
+    bind: str,
+    admin_port: int,
+    admin_bind: str,
+    gateways: tuple[str, ...],
+    workers: int,
+    max_body_bytes: int,
+    header_timeout: float,
+    idle_timeout: float,
+    drain_timeout: float,
+    watch_interval: float,
+    log_level: str,
+    worker_index: int,
+) -> None:
+    """Serve the Gateways in the config (all, or those given with --gateway)."""
+    logging.basicConfig(
+        level=getattr(logging, log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if workers > 1 and worker_index < 0:
+        sys.exit(_supervise(workers))
+    limits = Limits(
+        max_body_bytes=max_body_bytes,
+        header_timeout=header_timeout,
+        idle_timeout=idle_timeout,
+        drain_timeout=drain_timeout,
+    )
+    from meshgate.cli.runtime import GatewayRuntime
+
+    runtime = GatewayRuntime(
+        paths=list(configs),
+        bind=bind,
+        admin=(admin_bind, admin_port) if admin_port and worker_index <= 0 else None,
+        gateways=set(gateways) or None,
+        limits=limits,
+        reuse_port=workers > 1 or worker_index >= 0,
+        watch_interval=watch_interval,
+    )
+    import uvloop
+
+    sys.exit(uvloop.run(runtime.run()))
+
+
+def _supervise(workers: int) -> int:
+    """Start ``workers`` copies of this command, pass SIGTERM/SIGINT on, restart crashes."""
+    argv = [sys.executable, "-m", "meshgate.cli.main", *sys.argv[1:]]
+    procs: dict[int, subprocess.Popen] = {}
+    stopping = False
+
+    def spawn(i: int) -> None:
+        procs[i] = subprocess.Popen([*argv, "--worker-index", str(i)])
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for p in procs.values():
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for i in range(workers):
+        spawn(i)
+    while True:
+        time.sleep(0.2)
+        if stopping:
+            codes = [p.wait() for p in procs.values()]
+            return max(codes) if codes else 0
+        for i, p in list(procs.items()):
+            code = p.poll()
+            if code is not None and not stopping:
+                log.error("worker %d exited with %s; restarting", i, code)
+                spawn(i)
+
+
+__all__ = ["gateway"]

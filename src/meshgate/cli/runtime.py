@@ -1,0 +1,123 @@
+"""The life of one gateway process: load, bind, serve, watch and reload, drain.
+
+Readiness (/ready) turns true only after the first config is compiled and every
+listener is bound. A reload is all-or-nothing: a config that fails to load, validate,
+compile or bind is rejected with one log line per error and the running one stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Sequence
+
+from meshgate.config.errors import ConfigInvalid
+from meshgate.config.snapshot import Limits
+from meshgate.config.source import build_snapshot, fingerprint
+from meshgate.proxy.admin import AdminServer
+from meshgate.proxy.engine import Engine
+
+log = logging.getLogger("meshgate.gateway")
+
+
+class GatewayRuntime:
+    def __init__(
+        self,
+        paths: Sequence[str],
+        bind: str,
+        admin: tuple[str, int] | None,
+        gateways: set[str] | None,
+        limits: Limits,
+        reuse_port: bool,
+        watch_interval: float,
+    ) -> None:
+        self.paths = list(paths)
+        self.bind = bind
+        self.admin_addr = admin
+        self.gateways = gateways
+        self.limits = limits
+        self.reuse_port = reuse_port
+        self.watch_interval = watch_interval
+        self.ready = False
+        self.last_error: str | None = None
+        self.last_reload_at: float | None = None
+        self._stop = asyncio.Event()
+
+    def status(self) -> dict:
+        return {"ready": self.ready, "last_error": self.last_error, "at": self.last_reload_at}
+
+    async def run(self) -> int:
+        self.engine = engine = Engine(bind=self.bind, reuse_port=self.reuse_port)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        admin = None
+        if self.admin_addr is not None:
+            admin = AdminServer(engine, self.status, on_drain=self._stop.set)
+            await admin.start(*self.admin_addr)
+        seen = fingerprint(self.paths)
+        if not await self.reload(initial=True):
+            if admin is not None:
+                admin.close()
+            return 1
+        self.ready = True
+        log.info(
+            "serving %s on %s ports %s (config %s)",
+            ", ".join(sorted(self.gateways)) if self.gateways else "all gateways",
+            self.bind,
+            engine.bound_ports,
+            engine.snapshot.version,  # type: ignore[union-attr]
+        )
+        while not self._stop.is_set():
+            try:
+                await asyncio.wait_for(self._stop.wait(), self.watch_interval)
+            except TimeoutError:
+                pass
+            if self._stop.is_set():
+                break
+            now = fingerprint(self.paths)
+            if now != seen:
+                seen = now
+                await self.reload()
+        log.info("draining: finishing in-flight requests (deadline %.0fs)", self.limits.drain_timeout)
+        await engine.drain(self.limits.drain_timeout)
+        if admin is not None:
+            admin.close()
+        log.info("stopped")
+        return 0
+
+    async def reload(self, initial: bool = False) -> bool:
+        try:
+            snapshot, warnings = build_snapshot(self.paths, self.gateways, self.limits)
+        except ConfigInvalid as exc:
+            self._rejected(exc.errors, initial)
+            return False
+        for w in warnings:
+            log.warning("%s", w)
+        current = self.engine.snapshot
+        if current is not None and current.version == snapshot.version:
+            return True
+        try:
+            await self.engine.apply(snapshot)
+        except OSError as exc:
+            self._rejected([f"cannot bind listeners: {exc}"], initial)
+            return False
+        self.last_error = None
+        self.last_reload_at = time.time()
+        if not initial:
+            self.engine.metrics.config_reloads["accepted"] += 1
+            log.info("config %s applied (ports %s)", snapshot.version, self.engine.bound_ports)
+        return True
+
+    def _rejected(self, errors: list, initial: bool) -> None:
+        self.last_error = "\n".join(str(e) for e in errors)
+        self.last_reload_at = time.time()
+        if initial:
+            log.error("config rejected; nothing to serve:")
+        else:
+            self.engine.metrics.config_reloads["rejected"] += 1
+            log.error("config change rejected; the last good config keeps serving:")
+        for e in errors:
+            log.error("  %s", e)

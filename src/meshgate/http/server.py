@@ -1,0 +1,389 @@
+"""The downstream HTTP/1.1 connection: strict parsing, limits, keep-alive, pipelining.
+
+``ServerProtocol`` owns the socket. It parses with httptools (llhttp, strict mode),
+enforces what llhttp does not (Host rules, Content-Length and Transfer-Encoding rules,
+sizes, the header-read deadline), and hands each complete request head to its
+``handler`` as a ``RequestContext``. The handler returns an ``exchange`` object that
+receives the body (``on_request_body`` / ``on_request_end``) and later calls
+``finish()``. Requests are answered in order; while one is in flight, pipelined ones
+wait in a queue and reading pauses.
+
+A malformed request never reaches the handler: the client gets the status the error
+carries and the connection closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from typing import Any
+
+import httptools
+
+from meshgate.config.snapshot import Limits
+from meshgate.http.headers import Headers
+from meshgate.http.paths import InvalidTarget, normalize_path, parse_host, split_target
+from meshgate.proxy.context import RequestContext
+from meshgate.proxy.errors import reason_phrase
+
+_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_BAD_VALUE_CHARS = frozenset("\x00\r\n")
+_HIGH_WATER = 256 * 1024
+
+_request_ids = None
+
+
+def _new_request_id() -> str:
+    import uuid
+
+    return str(uuid.uuid4())
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+class ServerProtocol(asyncio.Protocol):
+    """One downstream connection."""
+
+    def __init__(self, handler: Any, listener_port: int, limits: Limits, scheme: str = "http"):
+        self.handler = handler
+        self.listener_port = listener_port
+        self.limits = limits
+        self.scheme = scheme
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.client_ip = ""
+        self.client_port = 0
+        self.loop = asyncio.get_event_loop()
+        self.closing = False
+        self.write_paused = False
+        self._drain_waiter: asyncio.Future | None = None
+        self._read_pause_reasons: set[str] = set()
+        # Request being parsed
+        self._url: bytes = b""
+        self._headers: list[tuple[str, str]] = []
+        self._header_bytes = 0
+        self._host_count = 0
+        self._content_length: str | None = None
+        self._transfer_encoding: str | None = None
+        self._expect_continue = False
+        self._receiving = None  # the exchange whose body is arriving
+        # In-flight and queued exchanges, answered in order
+        self.current = None
+        self.pending: deque = deque()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_kind = ""
+        self.requests_served = 0
+
+    # -- connection lifecycle ------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.client_ip, self.client_port = peer[0], peer[1]
+        self.handler.connection_opened(self)
+        self._arm_timer("header", self.limits.header_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self._cancel_timer()
+        self.handler.connection_closed(self)
+        for ex in (self.current, *self.pending):
+            if ex is not None:
+                ex.on_downstream_lost()
+        self.current = None
+        self.pending.clear()
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # Upgrade (WebSocket, h2c) is not proxied yet: refuse it explicitly.
+            self.reject(501, "protocol upgrade is not supported")
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, BadRequest):
+                self.reject(cause.status, cause.detail)
+            else:
+                self.reject(400, "bad request")
+        except httptools.HttpParserInvalidMethodError:
+            self.reject(400, "invalid method")
+        except httptools.HttpParserInvalidURLError:
+            self.reject(400, "invalid request-target")
+        except httptools.HttpParserError as exc:
+            msg = str(exc)
+            if "Invalid HTTP version" in msg or "HTTP version" in msg:
+                self.reject(505 if "Invalid HTTP version" not in msg else 400, msg)
+            else:
+                self.reject(400, msg or "bad request")
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        ex = self.current
+        if ex is not None:
+            ex.pause_upstream_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        ex = self.current
+        if ex is not None:
+            ex.resume_upstream_reading()
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
+
+    async def drain(self) -> None:
+        if self.write_paused and not self.closing:
+            self._drain_waiter = self.loop.create_future()
+            await self._drain_waiter
+
+    def pause_reading(self, reason: str) -> None:
+        if not self._read_pause_reasons and self.transport is not None and not self.closing:
+            self.transport.pause_reading()
+        self._read_pause_reasons.add(reason)
+
+    def resume_reading(self, reason: str) -> None:
+        reasons = self._read_pause_reasons
+        if reason in reasons:
+            reasons.discard(reason)
+            if not reasons and self.transport is not None and not self.closing:
+                self.transport.resume_reading()
+
+    # -- timers --------------------------------------------------------------------
+
+    def _arm_timer(self, kind: str, delay: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_kind = kind
+        self._timer = self.loop.call_later(delay, self._on_timer)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self.closing:
+            return
+        if self._timer_kind == "header":
+            if self._url or self._headers:
+                self.reject(408, "request header read timeout")
+            else:
+                self.close()  # idle before any byte of a request: just close
+        elif self._timer_kind == "idle":
+            self.close()
+
+    # -- httptools callbacks -------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._header_bytes = 0
+        self._host_count = 0
+        self._content_length = None
+        self._transfer_encoding = None
+        self._expect_continue = False
+        if self._timer_kind != "header" or self._timer is None:
+            self._arm_timer("header", self.limits.header_timeout)
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > self.limits.max_request_line:
+            raise BadRequest(414, "request-target too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value) + 4
+        if self._header_bytes > self.limits.max_header_bytes:
+            raise BadRequest(431, "request header fields too large")
+        if len(self._headers) >= self.limits.max_header_count:
+            raise BadRequest(431, "too many request header fields")
+        n = name.decode("latin-1").lower()
+        v = value.decode("latin-1")
+        if not n or not all(c in _TOKEN for c in n):
+            raise BadRequest(400, "invalid header name")
+        if "\x00" in v or "\r" in v or "\n" in v:
+            raise BadRequest(400, "invalid character in header value")
+        if n == "host":
+            self._host_count += 1
+        elif n == "content-length":
+            if self._content_length is not None and self._content_length != v:
+                raise BadRequest(400, "conflicting content-length")
+            if not v.isdigit() or not v.isascii():
+                raise BadRequest(400, "invalid content-length")
+            self._content_length = v
+        elif n == "transfer-encoding":
+            self._transfer_encoding = (
+                v if self._transfer_encoding is None else self._transfer_encoding + "," + v
+            )
+        elif n == "expect":
+            if v.lower() == "100-continue":
+                self._expect_continue = True
+                return  # handled here, not forwarded
+        self._headers.append((n, v))
+
+    def on_headers_complete(self) -> None:
+        self._cancel_timer()
+        parser = self.parser
+        version = parser.get_http_version()
+        method = parser.get_method().decode("ascii")
+        if version not in ("1.1", "1.0"):
+            raise BadRequest(505, "HTTP version not supported")
+        te = self._transfer_encoding
+        chunked = False
+        if te is not None:
+            if version == "1.0":
+                raise BadRequest(400, "transfer-encoding in an HTTP/1.0 request")
+            if self._content_length is not None:
+                raise BadRequest(400, "both content-length and transfer-encoding")
+            codings = [c.strip().lower() for c in te.split(",")]
+            if any(c != "chunked" for c in codings):
+                if "chunked" in codings and codings[-1] != "chunked":
+                    raise BadRequest(400, "chunked is not the final transfer-coding")
+                raise BadRequest(501, "transfer-coding not implemented")
+            if len(codings) != 1:
+                raise BadRequest(400, "chunked applied more than once")
+            chunked = True
+        content_length = int(self._content_length) if self._content_length is not None else 0
+        max_body = self.limits.max_body_bytes
+        if max_body and content_length > max_body:
+            raise BadRequest(413, "request body too large")
+        if self._host_count > 1:
+            raise BadRequest(400, "more than one host header")
+        if self._host_count == 0 and version == "1.1":
+            raise BadRequest(400, "missing host header")
+        try:
+            target = self._url.decode("ascii")
+        except UnicodeDecodeError:
+            raise BadRequest(400, "invalid request-target") from None
+        headers = Headers(self._headers)
+        authority = headers.get("host") or ""
+        if method == "CONNECT":
+            raise BadRequest(501, "CONNECT is not supported")
+        if target == "*":
+            if method != "OPTIONS":
+                raise BadRequest(400, "asterisk-form is only for OPTIONS")
+            path, query, target_authority = "*", "", None
+        else:
+            try:
+                raw_path, query, target_authority = split_target(target)
+                path = normalize_path(raw_path)
+            except InvalidTarget as exc:
+                raise BadRequest(400, str(exc)) from None
+        if target_authority is not None:
+            # RFC 9112 3.2.2: the absolute-form authority replaces Host.
+            authority = target_authority
+            headers.set("host", authority)
+        host = parse_host(authority) if authority else ""
+        if host is None:
+            raise BadRequest(400, "invalid host")
+        ctx = RequestContext(
+            method,
+            target,
+            path,
+            query,
+            headers,
+            host,
+            authority,
+            self.scheme,
+            version,
+            self.client_ip,
+            self.client_port,
+            self.listener_port,
+            "",
+            time.monotonic(),
+        )
+        keep_alive = parser.should_keep_alive()
+        has_body = chunked or content_length > 0
+        exchange = self.handler.new_exchange(self, ctx, chunked, content_length, keep_alive)
+        exchange.expect_continue = self._expect_continue
+        self._receiving = exchange
+        if self.current is None:
+            self.current = exchange
+            exchange.start()
+        else:
+            self.pending.append(exchange)
+            # Pipelined: hold further input until the queue is worked off.
+            self.pause_reading("pipeline")
+        if not has_body:
+            exchange.on_request_end()
+            self._receiving = None
+
+    def on_body(self, body: bytes) -> None:
+        ex = self._receiving
+        if ex is not None:
+            ex.on_request_body(body)
+
+    def on_message_complete(self) -> None:
+        ex = self._receiving
+        if ex is not None:
+            self._receiving = None
+            ex.on_request_end()
+
+    # -- used by exchanges ---------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if not self.closing:
+            self.transport.write(data)  # type: ignore[union-attr]
+
+    def finish(self, exchange: Any, keep_alive: bool) -> None:
+        """``exchange`` has sent its whole response; serve the next one or close."""
+        if exchange is not self.current:
+            return
+        self.requests_served += 1
+        self.current = None
+        if self.closing:
+            return
+        if not keep_alive or self.handler.draining:
+            self.close()
+            return
+        if self.pending:
+            nxt = self.pending.popleft()
+            if not self.pending:
+                self.resume_reading("pipeline")
+            self.current = nxt
+            nxt.start()
+        elif self._receiving is None:
+            self._arm_timer("idle", self.limits.idle_timeout)
+
+    def is_idle(self) -> bool:
+        return self.current is None and not self.pending and self._receiving is None
+
+    def reject(self, status: int, detail: str) -> None:
+        """Answer a request we will not forward, then close the connection."""
+        if self.closing:
+            return
+        self.handler.on_rejected(self, status, detail)
+        if self.current is not None:
+            # A response is already in progress for an earlier request: cut the line.
+            self.close()
+            return
+        body = (detail + "\n").encode()
+        self.transport.write(  # type: ignore[union-attr]
+            b"HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\n"
+            b"content-length: %d\r\nconnection: close\r\n\r\n%s"
+            % (status, reason_phrase(status).encode(), len(body), body)
+        )
+        self.close()
+
+    def close(self) -> None:
+        if not self.closing:
+            self.closing = True
+            self._cancel_timer()
+            if self.transport is not None:
+                self.transport.close()
+
+    def abort(self) -> None:
+        self.closing = True
+        self._cancel_timer()
+        if self.transport is not None:
+            self.transport.abort()

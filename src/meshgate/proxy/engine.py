@@ -1,0 +1,164 @@
+"""The engine: the active snapshot, the listeners, and what every exchange shares.
+
+``Engine.apply(snapshot)`` swaps the snapshot reference (exchanges keep the one they
+started with), binds listeners for new ports and closes those for removed ports, and
+updates the upstream registry. ``Engine.drain()`` is graceful shutdown: stop accepting,
+close idle keep-alive connections, wait for in-flight exchanges with a deadline, then
+cut what is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+
+from meshgate.config.snapshot import Limits, Snapshot
+from meshgate.http.server import ServerProtocol
+from meshgate.proxy.context import RequestContext
+from meshgate.proxy.errors import ProxyError
+from meshgate.proxy.exchange import Exchange
+from meshgate.telemetry.metrics import Metrics
+from meshgate.upstream.pool import UpstreamRegistry
+
+log = logging.getLogger("meshgate.engine")
+
+
+class Engine:
+    def __init__(self, bind: str = "0.0.0.0", reuse_port: bool = False) -> None:
+        self.loop = asyncio.get_event_loop()
+        self.bind = bind
+        self.reuse_port = reuse_port
+        self.snapshot: Snapshot | None = None
+        self.upstreams = UpstreamRegistry()
+        self.metrics = Metrics()
+        self.servers: dict[int, asyncio.base_events.Server] = {}
+        self.connections: set[ServerProtocol] = set()
+        self.draining = False
+        self.limits = Limits()
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    # -- config --------------------------------------------------------------------
+
+    async def apply(self, snapshot: Snapshot) -> None:
+        """Make ``snapshot`` the active config. Raises OSError if a port cannot bind,
+        leaving the previous snapshot active."""
+        wanted = set(snapshot.ports)
+        new_servers: dict[int, asyncio.base_events.Server] = {}
+        try:
+            for port in sorted(wanted - set(self.servers)):
+                new_servers[port] = await self._listen(port)
+        except OSError:
+            for server in new_servers.values():
+                server.close()
+            raise
+        self.limits = snapshot.limits
+        self.upstreams.apply(snapshot.clusters, snapshot.limits)
+        self.snapshot = snapshot
+        self.servers.update(new_servers)
+        for port in sorted(set(self.servers) - wanted):
+            self.servers.pop(port).close()
+        if self._sweeper is None:
+            self._schedule_sweep()
+
+    async def _listen(self, port: int) -> asyncio.base_events.Server:
+        limits_ref = self
+
+        def factory() -> ServerProtocol:
+            return ServerProtocol(self, port, limits_ref.limits)
+
+        return await self.loop.create_server(
+            factory,
+            host=self.bind,
+            port=port,
+            reuse_address=True,
+            reuse_port=self.reuse_port or None,
+            backlog=2048,
+        )
+
+    def _schedule_sweep(self) -> None:
+        self.upstreams.sweep_idle()
+        self._sweeper = self.loop.call_later(5.0, self._schedule_sweep)
+
+    @property
+    def bound_ports(self) -> list[int]:
+        return sorted(self.servers)
+
+    # -- ServerProtocol handler interface ------------------------------------------
+
+    def connection_opened(self, proto: ServerProtocol) -> None:
+        if self.draining:
+            proto.close()
+            return
+        self.connections.add(proto)
+        self.metrics.downstream_connections += 1
+        sock = proto.transport.get_extra_info("socket") if proto.transport else None
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+
+    def connection_closed(self, proto: ServerProtocol) -> None:
+        self.connections.discard(proto)
+
+    def new_exchange(
+        self,
+        proto: ServerProtocol,
+        ctx: RequestContext,
+        chunked: bool,
+        content_length: int,
+        keep_alive: bool,
+    ) -> Exchange:
+        return Exchange(self, proto, ctx, self.snapshot, chunked, content_length, keep_alive)  # type: ignore[arg-type]
+
+    def on_rejected(self, proto: ServerProtocol, status: int, detail: str) -> None:
+        self.metrics.count_request("", status)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("rejected request from %s: %d %s", proto.client_ip, status, detail)
+
+    def on_exchange_done(self, exchange: Exchange, error: ProxyError | None) -> None:
+        ctx = exchange.ctx
+        rule = ctx.rule
+        self.metrics.observe(
+            rule.route if rule is not None else "",
+            exchange.status,
+            time.monotonic() - ctx.start_time,
+        )
+
+    def log_exception(self, ctx: RequestContext, exc: BaseException) -> None:
+        log.error(
+            "internal error on %s %s: %r", ctx.method, ctx.path, exc, exc_info=exc
+        )
+
+    # -- mirrors -------------------------------------------------------------------
+
+    def send_mirrors(self, exchange: Exchange) -> None:
+        from meshgate.proxy.mirror import send_mirrors
+
+        send_mirrors(self, exchange)
+
+    # -- shutdown ------------------------------------------------------------------
+
+    async def drain(self, deadline: float | None = None) -> None:
+        self.draining = True
+        for server in self.servers.values():
+            server.close()
+        for proto in list(self.connections):
+            if proto.is_idle():
+                proto.close()
+        timeout = deadline if deadline is not None else self.limits.drain_timeout
+        end = time.monotonic() + timeout
+        while self.connections and time.monotonic() < end:
+            for proto in list(self.connections):
+                if proto.is_idle():
+                    proto.close()
+            await asyncio.sleep(0.05)
+        for proto in list(self.connections):
+            proto.abort()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for pool in self.upstreams.pools.values():
+            pool.close_idle()

@@ -1,0 +1,169 @@
+"""Failures and the one place they become HTTP responses.
+
+Every failure the engine can meet on a request is a ``ProxyError`` subclass carrying
+where it came from (downstream, upstream, internal), whether a retry may help, the
+status the client gets and the Envoy-style response flag the access log shows.
+``local_reply_for()`` is the only function that turns a failure into a response.
+"""
+
+from __future__ import annotations
+
+from meshgate.proxy.context import LocalReply
+
+
+class ProxyError(Exception):
+    status = 500
+    flag = ""
+    source = "internal"  # "downstream" | "upstream" | "internal"
+    retryable = False
+    detail = "internal error"
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail or self.detail)
+        if detail is not None:
+            self.detail = detail
+
+
+class DownstreamProtocolError(ProxyError):
+    """The client sent something we will not forward. The connection is closed."""
+
+    status = 400
+    flag = "DPE"
+    source = "downstream"
+    detail = "bad request"
+
+    def __init__(self, status: int = 400, detail: str | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+
+
+class NoRoute(ProxyError):
+    status = 404
+    flag = "NR"
+    detail = "no route matched"
+
+
+class InvalidBackend(ProxyError):
+    """The rule's backendRef did not resolve (missing, unknown kind, not permitted)."""
+
+    status = 500
+    flag = "NC"
+    detail = "backend is not valid"
+
+
+class NoHealthyUpstream(ProxyError):
+    status = 503
+    flag = "UH"
+    source = "upstream"
+    detail = "no healthy upstream"
+
+
+class UpstreamConnectError(ProxyError):
+    status = 503
+    flag = "UF"
+    source = "upstream"
+    retryable = True
+    detail = "upstream connect error"
+
+
+class UpstreamOverflow(ProxyError):
+    """The endpoint's connection pool is full and the wait ran out."""
+
+    status = 503
+    flag = "UO"
+    source = "upstream"
+    retryable = True
+    detail = "upstream overflow"
+
+
+class UpstreamReset(ProxyError):
+    status = 502
+    flag = "UC"
+    source = "upstream"
+    retryable = True
+    detail = "upstream connection reset"
+
+
+class UpstreamProtocolError(ProxyError):
+    status = 502
+    flag = "UPE"
+    source = "upstream"
+    detail = "upstream sent an invalid response"
+
+
+class UpstreamTimeout(ProxyError):
+    status = 504
+    flag = "UT"
+    source = "upstream"
+    retryable = True
+    detail = "upstream request timeout"
+
+
+class RequestTimeout(ProxyError):
+    """timeouts.request elapsed: the whole request, all attempts included."""
+
+    status = 504
+    flag = "UT"
+    source = "upstream"
+    detail = "request timeout"
+
+
+class PayloadTooLarge(ProxyError):
+    status = 413
+    flag = "DPE"
+    source = "downstream"
+    detail = "payload too large"
+
+
+class DownstreamDisconnected(ProxyError):
+    """The client went away; nothing can be sent."""
+
+    status = 499
+    flag = "DC"
+    source = "downstream"
+    detail = "downstream disconnected"
+
+
+_REASONS = {
+    100: "Continue",
+    200: "OK",
+    204: "No Content",
+    301: "Moved Permanently",
+    302: "Found",
+    303: "See Other",
+    304: "Not Modified",
+    307: "Temporary Redirect",
+    308: "Permanent Redirect",
+    400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    411: "Length Required",
+    413: "Content Too Large",
+    414: "URI Too Long",
+    421: "Misdirected Request",
+    429: "Too Many Requests",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+    505: "HTTP Version Not Supported",
+}
+
+
+def reason_phrase(status: int) -> str:
+    return _REASONS.get(status, "Unknown")
+
+
+def local_reply_for(error: ProxyError) -> LocalReply:
+    """The response a client gets for ``error``: status, a short text body, the flag."""
+    body = (error.detail + "\n").encode()
+    return LocalReply(
+        error.status,
+        [("content-type", "text/plain; charset=utf-8")],
+        body,
+        error.flag,
+    )

@@ -1,0 +1,668 @@
+"""One request/response exchange: route, filters, upstream attempts, streaming.
+
+The phases, in order (Pingora's list, with Gateway API filters):
+1. route: listener -> hostname table -> first matching rule (``route()``)
+2. request filters of the rule, then of the chosen backendRef; a LocalReply ends here
+3. pick a backend by weight, an endpoint by the cluster's balancer, a pooled connection
+4. send the head and stream the body upstream (replayable for retries when small)
+5. response filters on the upstream head, then stream the body downstream
+6. log and metrics, always, with the failure if there was one
+
+Request and response bodies are piped from socket callbacks straight to the other
+socket; the coroutine only waits for the response head and for the end. Failures are
+``ProxyError``s; ``errors.local_reply_for`` turns them into responses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qs
+
+from meshgate.http.headers import Headers
+from meshgate.proxy.context import LocalReply, RequestContext
+from meshgate.proxy.errors import (
+    DownstreamDisconnected,
+    InvalidBackend,
+    NoHealthyUpstream,
+    NoRoute,
+    PayloadTooLarge,
+    ProxyError,
+    RequestTimeout,
+    UpstreamProtocolError,
+    UpstreamReset,
+    UpstreamTimeout,
+    local_reply_for,
+    reason_phrase,
+)
+
+if TYPE_CHECKING:
+    from meshgate.config.snapshot import Snapshot
+    from meshgate.http.server import ServerProtocol
+    from meshgate.proxy.engine import Engine
+    from meshgate.upstream.connection import UpstreamConnection
+
+# Fields that describe one hop and are never forwarded (RFC 9110 7.6.1).
+HOP_BY_HOP = frozenset(
+    ("connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade")
+)
+_BODY_HIGH_WATER = 256 * 1024
+_REPLAY_LIMIT = 64 * 1024  # request bodies up to this are kept for retries and mirrors
+_NO_BODY_STATUS = frozenset((204, 304))
+
+# Waiting states of the exchange's coroutine.
+_WAIT_NONE = 0
+_WAIT_HEAD = 1
+_WAIT_END = 2
+
+
+def _strip_hop_by_hop(items: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    named: set[str] | None = None
+    for n, v in items:
+        if n == "connection":
+            for token in v.split(","):
+                token = token.strip().lower()
+                if token:
+                    if named is None:
+                        named = set()
+                    named.add(token)
+    if named is None:
+        return [p for p in items if p[0] not in HOP_BY_HOP]
+    return [p for p in items if p[0] not in HOP_BY_HOP and p[0] not in named]
+
+
+class Exchange:
+    __slots__ = (
+        "engine",
+        "proto",
+        "ctx",
+        "snapshot",
+        "req_chunked",
+        "req_length",
+        "req_keep_alive",
+        "expect_continue",
+        "body_buf",
+        "body_buf_len",
+        "body_done",
+        "body_received",
+        "replay",
+        "conn",
+        "waiting",
+        "waiter",
+        "resp_status",
+        "resp_reason",
+        "resp_headers",
+        "resp_keep_alive",
+        "upstream_complete",
+        "pending_body",
+        "streaming",
+        "out",
+        "resp_chunked",
+        "resp_until_close",
+        "resp_no_body",
+        "downstream_keep_alive",
+        "head_sent",
+        "status",
+        "bytes_sent",
+        "task",
+        "finished",
+        "upstream_attempts",
+    )
+
+    def __init__(
+        self,
+        engine: Engine,
+        proto: ServerProtocol,
+        ctx: RequestContext,
+        snapshot: Snapshot,
+        chunked: bool,
+        content_length: int,
+        keep_alive: bool,
+    ) -> None:
+        self.engine = engine
+        self.proto = proto
+        self.ctx = ctx
+        self.snapshot = snapshot
+        self.req_chunked = chunked
+        self.req_length = content_length
+        self.req_keep_alive = keep_alive
+        self.expect_continue = False
+        self.body_buf: list[bytes] = []
+        self.body_buf_len = 0
+        self.body_done = False
+        self.body_received = 0
+        self.replay: list[bytes] | None = None
+        self.conn: UpstreamConnection | None = None
+        self.waiting = _WAIT_NONE
+        self.waiter: asyncio.Future | None = None
+        self.resp_status = 0
+        self.resp_reason = ""
+        self.resp_headers: list[tuple[str, str]] = []
+        self.resp_keep_alive = False
+        self.upstream_complete = False
+        self.pending_body: list[bytes] = []
+        self.streaming = False
+        self.out: list[bytes] = []
+        self.resp_chunked = False
+        self.resp_until_close = False
+        self.resp_no_body = False
+        self.downstream_keep_alive = keep_alive
+        self.head_sent = False
+        self.status = 0
+        self.bytes_sent = 0
+        self.task: asyncio.Task | None = None
+        self.finished = False
+        self.upstream_attempts = 0
+
+    # -- downstream events (from ServerProtocol) -----------------------------------
+
+    def start(self) -> None:
+        self.task = self.engine.loop.create_task(self.run())
+
+    def on_request_body(self, data: bytes) -> None:
+        self.body_received += len(data)
+        limit = self.snapshot.limits.max_body_bytes
+        if limit and self.body_received > limit:
+            if not self.head_sent and not self.finished:
+                self._fail_now(PayloadTooLarge())
+            else:
+                self.proto.abort()
+            return
+        replay = self.replay
+        if replay is not None:
+            if self.body_received <= _REPLAY_LIMIT:
+                replay.append(data)
+            else:
+                self.replay = None
+        conn = self.conn
+        if conn is not None:
+            conn.write(b"%x\r\n%b\r\n" % (len(data), data) if self.req_chunked else data)
+            return
+        if self.finished:
+            return  # answered already; the rest of the body is read and dropped
+        self.body_buf.append(data)
+        self.body_buf_len += len(data)
+        if self.body_buf_len > _BODY_HIGH_WATER:
+            self.proto.pause_reading("body")
+
+    def on_request_end(self) -> None:
+        self.body_done = True
+        conn = self.conn
+        if conn is not None and self.req_chunked:
+            conn.write(b"0\r\n\r\n")
+        if self.ctx.mirrors and not self.finished:
+            self.engine.send_mirrors(self)
+
+    def on_downstream_lost(self) -> None:
+        if self.finished:
+            return
+        self.ctx.flag = "DC"
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(DownstreamDisconnected())
+        conn = self.conn
+        if conn is not None:
+            self.conn = None
+            conn.abort()
+        if self.task is not None and self.waiting == _WAIT_NONE:
+            self.task.cancel()
+
+    def pause_upstream_reading(self) -> None:
+        if self.conn is not None:
+            self.conn.pause_reading()
+
+    def resume_upstream_reading(self) -> None:
+        if self.conn is not None:
+            self.conn.resume_reading()
+
+    def pause_downstream_reading(self, reason: str) -> None:
+        self.proto.pause_reading(reason)
+
+    def resume_downstream_reading(self, reason: str) -> None:
+        self.proto.resume_reading(reason)
+
+    # -- upstream events (from UpstreamConnection) ---------------------------------
+
+    def on_upstream_head(
+        self, status: int, reason: str, headers: list[tuple[str, str]], keep_alive: bool
+    ) -> None:
+        self.resp_status = status
+        self.resp_reason = reason
+        self.resp_headers = headers
+        self.resp_keep_alive = keep_alive
+        if self.waiting == _WAIT_HEAD:
+            self.waiting = _WAIT_NONE
+            self.waiter.set_result(None)  # type: ignore[union-attr]
+
+    def on_upstream_body(self, data: bytes) -> None:
+        if not data:
+            return
+        if self.streaming:
+            self.out.append(b"%x\r\n%b\r\n" % (len(data), data) if self.resp_chunked else data)
+            self.bytes_sent += len(data)
+        else:
+            self.pending_body.append(data)
+
+    def on_upstream_complete(self, keep_alive: bool) -> None:
+        self.upstream_complete = True
+        self.resp_keep_alive = keep_alive
+        if self.streaming:
+            self._end_streamed_response()
+
+    def flush_response(self) -> None:
+        out = self.out
+        if out:
+            self.proto.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
+
+    def on_upstream_error(self, kind: str) -> None:  # noqa: ARG002
+        self._upstream_failed(UpstreamProtocolError())
+
+    def on_upstream_lost(self) -> None:
+        self.conn = None
+        if self.upstream_complete:
+            return
+        if self.streaming and self.resp_until_close:
+            # A close-delimited body ends when the upstream closes.
+            self.upstream_complete = True
+            self.resp_keep_alive = False
+            self._end_streamed_response()
+            self.flush_response()
+            return
+        self._upstream_failed(UpstreamReset())
+
+    def _upstream_failed(self, error: ProxyError) -> None:
+        if self.waiting != _WAIT_NONE and self.waiter is not None and not self.waiter.done():
+            self.waiting = _WAIT_NONE
+            self.waiter.set_exception(error)
+        elif self.streaming:
+            # The head is out; the only honest signal left is to cut the connection.
+            self.ctx.flag = error.flag
+            self.proto.abort()
+            if self.waiter is not None and not self.waiter.done():
+                self.waiter.set_exception(error)
+
+    def _end_streamed_response(self) -> None:
+        if self.resp_chunked:
+            self.out.append(b"0\r\n\r\n")
+        conn = self.conn
+        if conn is not None:
+            self.conn = None
+            conn.release(self.resp_keep_alive and self.body_done)
+        if self.waiting == _WAIT_END:
+            self.waiting = _WAIT_NONE
+            self.waiter.set_result(None)  # type: ignore[union-attr]
+
+    # -- the request's coroutine ---------------------------------------------------
+
+    async def run(self) -> None:
+        ctx = self.ctx
+        error: ProxyError | None = None
+        try:
+            reply = self.route()
+            if reply is None:
+                reply = await self.apply_request_filters()
+            if reply is None:
+                rule = ctx.rule
+                if rule.timeout_request is not None:  # type: ignore[union-attr]
+                    try:
+                        async with asyncio.timeout(rule.timeout_request):  # type: ignore[union-attr]
+                            await self.forward()
+                    except TimeoutError:
+                        raise RequestTimeout() from None
+                else:
+                    await self.forward()
+            else:
+                self.send_local(reply)
+        except ProxyError as exc:
+            error = exc
+            self._answer_error(exc)
+        except asyncio.CancelledError:
+            error = DownstreamDisconnected()
+        except Exception as exc:  # a bug: answer 500 once, here, and say why in the log
+            self.engine.log_exception(ctx, exc)
+            error = ProxyError()
+            self._answer_error(error)
+        finally:
+            self._finish(error)
+
+    def _answer_error(self, error: ProxyError) -> None:
+        conn = self.conn
+        if conn is not None:
+            self.conn = None
+            conn.abort()
+        if isinstance(error, DownstreamDisconnected):
+            return
+        if self.head_sent:
+            self.ctx.flag = self.ctx.flag or error.flag
+            self.proto.abort()
+            return
+        self.send_local(local_reply_for(error))
+
+    def _fail_now(self, error: ProxyError) -> None:
+        """A failure found in a socket callback, before any response byte went out."""
+        self.ctx.flag = error.flag
+        if self.waiter is not None and not self.waiter.done():
+            self.waiting = _WAIT_NONE
+            self.waiter.set_exception(error)
+        elif self.task is not None:
+            self.task.cancel()
+            self.send_local(local_reply_for(error))
+            self.req_keep_alive = False
+
+    def route(self) -> LocalReply | None:
+        ctx = self.ctx
+        router = self.snapshot.ports.get(ctx.listener_port)
+        listener = router.select(ctx.host) if router is not None else None
+        table = listener.hosts_for(ctx.host) if listener is not None else None
+        if table is None:
+            raise NoRoute()
+        query = None
+        if table.needs_query:
+            query = parse_qs(ctx.query, keep_blank_values=True) if ctx.query else {}
+        match = table.find(ctx.method, ctx.path, ctx.headers, query)
+        if match is None:
+            raise NoRoute()
+        ctx.match = match
+        ctx.rule = match.rule
+        ctx.gateway = listener.gateway  # type: ignore[union-attr]
+        ctx.listener = listener.listener  # type: ignore[union-attr]
+        return None
+
+    async def apply_request_filters(self) -> LocalReply | None:
+        ctx = self.ctx
+        rule = ctx.rule
+        for hook, is_async in rule.request_hooks:  # type: ignore[union-attr]
+            reply = await hook(ctx) if is_async else hook(ctx)
+            if reply is not None:
+                return reply
+        if rule.no_backends or rule.total_weight == 0:  # type: ignore[union-attr]
+            raise InvalidBackend("no backend for this rule")
+        backends = rule.backends  # type: ignore[union-attr]
+        if len(backends) == 1:
+            backend = backends[0]
+        else:
+            point = random.random() * rule.total_weight  # type: ignore[union-attr]
+            backend = backends[-1]
+            for b in backends:
+                point -= b.weight
+                if point < 0:
+                    backend = b
+                    break
+        ctx.backend = backend
+        if backend.cluster is None:
+            raise InvalidBackend(backend.error or "backend is not valid")
+        for hook, is_async in backend.request_hooks:
+            reply = await hook(ctx) if is_async else hook(ctx)
+            if reply is not None:
+                return reply
+        return None
+
+    # -- upstream ------------------------------------------------------------------
+
+    async def forward(self) -> None:
+        ctx = self.ctx
+        rule = ctx.rule
+        retry = rule.retry  # type: ignore[union-attr]
+        if (retry is not None or ctx.mirrors) and (self.req_chunked or self.req_length):
+            if not self.body_buf_len and not self.body_done:
+                self.replay = []
+            elif self.body_received <= _REPLAY_LIMIT:
+                self.replay = list(self.body_buf)
+        if self.expect_continue and not self.body_done:
+            self.proto.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        balancer = self.engine.upstreams.balancer(ctx.backend.cluster)  # type: ignore[union-attr]
+        if balancer is None:
+            raise NoHealthyUpstream()
+        per_try = rule.timeout_backend  # type: ignore[union-attr]
+        attempts_left = retry.attempts if retry is not None else 0
+        backoff = retry.backoff if retry is not None else 0.0
+        while True:
+            try:
+                if per_try is not None:
+                    try:
+                        async with asyncio.timeout(per_try):
+                            retry_status = await self._attempt(balancer, retry)
+                    except TimeoutError:
+                        raise UpstreamTimeout() from None
+                else:
+                    retry_status = await self._attempt(balancer, retry)
+                if retry_status is None:
+                    return
+                # A retriable status arrived and a retry is possible: drop this try.
+            except ProxyError as exc:
+                if not (exc.retryable and attempts_left > 0 and self._can_replay()):
+                    raise
+            attempts_left -= 1
+            self._reset_attempt()
+            if backoff:
+                await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
+                backoff = min(backoff * 2, retry.backoff * 10)  # type: ignore[union-attr]
+
+    def _can_replay(self) -> bool:
+        if self.head_sent:
+            return False
+        if not (self.req_chunked or self.req_length):
+            return True
+        return self.replay is not None
+
+    def _reset_attempt(self) -> None:
+        conn = self.conn
+        if conn is not None:
+            self.conn = None
+            conn.abort()
+        self.resp_status = 0
+        self.resp_headers = []
+        self.upstream_complete = False
+        self.pending_body = []
+
+    async def _attempt(self, balancer, retry) -> int | None:  # noqa: ANN001
+        """One try upstream. Returns a status to retry on, or None when answered."""
+        ctx = self.ctx
+        pool = balancer.pick()
+        conn = await pool.acquire()
+        if self.finished:
+            conn.release(True)
+            raise DownstreamDisconnected()
+        self.upstream_attempts += 1
+        head = self._upstream_head()
+        retrying = self.upstream_attempts > 1
+        chunks = self.replay if retrying else self.body_buf
+        if chunks:
+            if self.req_chunked:
+                body = b"".join(b"%x\r\n%b\r\n" % (len(c), c) for c in chunks)
+            else:
+                body = b"".join(chunks)
+            head += body
+        if self.req_chunked and self.body_done:
+            head += b"0\r\n\r\n"
+        if not retrying and self.body_buf_len:
+            self.body_buf = []
+            self.body_buf_len = 0
+            self.proto.resume_reading("body")
+        self.conn = conn
+        loop = self.engine.loop
+        self.waiter = loop.create_future()
+        self.waiting = _WAIT_HEAD
+        conn.send(self, head, ctx.method == "HEAD")
+        await self.waiter
+        status = self.resp_status
+        if (
+            retry is not None
+            and status in retry.codes
+            and self.upstream_attempts <= retry.attempts
+            and self._can_replay()
+        ):
+            return status
+        self._send_upstream_head()
+        if not self.upstream_complete:
+            self.waiter = loop.create_future()
+            self.waiting = _WAIT_END
+            await self.waiter
+        return None
+
+    def _upstream_head(self) -> bytes:
+        ctx = self.ctx
+        items = _strip_hop_by_hop(ctx.headers.items())
+        xff = None
+        out: list[str] = [f"{ctx.method} {ctx.target()} HTTP/1.1\r\n"]
+        have_request_id = False
+        for n, v in items:
+            if n == "host":
+                if ctx.upstream_host is not None:
+                    v = ctx.upstream_host
+            elif n == "x-forwarded-for":
+                xff = v if xff is None else xff + ", " + v
+                continue
+            elif n == "x-forwarded-proto" or n == "x-forwarded-host" or n == "content-length":
+                continue
+            elif n == "x-request-id":
+                have_request_id = True
+                ctx.request_id = v
+            out.append(f"{n}: {v}\r\n")
+        if "host" not in ctx.headers:
+            out.append(f"host: {ctx.upstream_host or ctx.authority or 'localhost'}\r\n")
+        out.append(
+            f"x-forwarded-for: {xff + ', ' + ctx.client_ip if xff else ctx.client_ip}\r\n"
+            f"x-forwarded-proto: {ctx.scheme}\r\n"
+        )
+        if ctx.authority:
+            out.append(f"x-forwarded-host: {ctx.authority}\r\n")
+        if not have_request_id:
+            ctx.request_id = str(uuid.uuid4())
+            out.append(f"x-request-id: {ctx.request_id}\r\n")
+        if self.req_chunked:
+            out.append("transfer-encoding: chunked\r\n\r\n")
+        elif self.req_length:
+            out.append(f"content-length: {self.req_length}\r\n\r\n")
+        else:
+            out.append("\r\n")
+        return "".join(out).encode("latin-1")
+
+    def _send_upstream_head(self) -> None:
+        """Response filters, then the head (and whatever body is already here) downstream."""
+        ctx = self.ctx
+        status = self.resp_status
+        items = _strip_hop_by_hop(self.resp_headers)
+        rule = ctx.rule
+        backend = ctx.backend
+        if (
+            rule.response_hooks  # type: ignore[union-attr]
+            or (backend is not None and backend.response_hooks)
+            or ctx.response_headers_to_add
+        ):
+            from meshgate.proxy.context import ResponseHead
+
+            head = ResponseHead(status, self.resp_reason, Headers(items))
+            self._run_response_hooks(head)
+            status = head.status
+            items = head.headers.items()
+            self.resp_reason = head.reason
+        upstream_framed = any(n == "content-length" for n, _ in items)
+        chunked_upstream = any(n == "transfer-encoding" for n, _ in self.resp_headers)
+        no_body = ctx.method == "HEAD" or status in _NO_BODY_STATUS or status < 200
+        keep_alive = self.req_keep_alive and not self.engine.draining
+        lines = [f"HTTP/1.1 {status} {self.resp_reason or reason_phrase(status)}\r\n"]
+        for n, v in items:
+            lines.append(f"{n}: {v}\r\n")
+        if not no_body and not upstream_framed:
+            if chunked_upstream or not self.upstream_complete:
+                if ctx.http_version == "1.1":
+                    self.resp_chunked = True
+                    lines.append("transfer-encoding: chunked\r\n")
+                else:
+                    keep_alive = False
+            else:
+                # Whole body is here already: frame it with a length.
+                n = sum(len(b) for b in self.pending_body)
+                lines.append(f"content-length: {n}\r\n")
+            self.resp_until_close = not chunked_upstream
+        if not keep_alive:
+            lines.append("connection: close\r\n")
+        elif ctx.http_version == "1.0":
+            lines.append("connection: keep-alive\r\n")
+        lines.append("\r\n")
+        self.downstream_keep_alive = keep_alive
+        self.status = status
+        self.resp_no_body = no_body
+        out = self.out
+        out.append("".join(lines).encode("latin-1"))
+        pending = self.pending_body
+        if pending and not no_body:
+            if self.resp_chunked:
+                for b in pending:
+                    out.append(b"%x\r\n%b\r\n" % (len(b), b))
+                    self.bytes_sent += len(b)
+            else:
+                out.extend(pending)
+                self.bytes_sent += sum(len(b) for b in pending)
+            self.pending_body = []
+        self.head_sent = True
+        self.streaming = True
+        if self.upstream_complete:
+            self._end_streamed_response()
+        self.flush_response()
+
+    def _run_response_hooks(self, head) -> None:  # noqa: ANN001
+        ctx = self.ctx
+        rule = ctx.rule
+        if rule is not None:
+            for hook, _ in rule.response_hooks:
+                hook(ctx, head)
+        backend = ctx.backend
+        if backend is not None:
+            for hook, _ in backend.response_hooks:
+                hook(ctx, head)
+        if ctx.response_headers_to_add:
+            for n, v in ctx.response_headers_to_add:
+                head.headers.add(n, v)
+
+    # -- local replies and the end ---------------------------------------------------
+
+    def send_local(self, reply: LocalReply) -> None:
+        if self.head_sent or self.proto.closing:
+            return
+        ctx = self.ctx
+        if reply.flag:
+            ctx.flag = reply.flag
+        headers = Headers(list(reply.headers))
+        if ctx.rule is not None or ctx.response_headers_to_add:
+            from meshgate.proxy.context import ResponseHead
+
+            head = ResponseHead(reply.status, reason_phrase(reply.status), headers)
+            self._run_response_hooks(head)
+            status = head.status
+        else:
+            status = reply.status
+        # A request whose body we have not read whole cannot share the connection.
+        keep_alive = self.req_keep_alive and self.body_done and not self.engine.draining
+        body = reply.body
+        headers.set("content-length", str(len(body)))
+        if not keep_alive:
+            headers.set("connection", "close")
+        data = f"HTTP/1.1 {status} {reason_phrase(status)}\r\n".encode() + headers.encode() + b"\r\n"
+        if ctx.method != "HEAD" and body:
+            data += body
+        self.proto.write(data)
+        self.status = status
+        self.bytes_sent = len(body)
+        self.head_sent = True
+        self.downstream_keep_alive = keep_alive
+
+    def _finish(self, error: ProxyError | None) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        conn = self.conn
+        if conn is not None:
+            self.conn = None
+            conn.abort()
+        ctx = self.ctx
+        if error is not None and not ctx.flag:
+            ctx.flag = error.flag
+        self.engine.on_exchange_done(self, error)
+        keep_alive = self.downstream_keep_alive and self.head_sent
+        if keep_alive and not self.body_done:
+            keep_alive = False
+        self.proto.finish(self, keep_alive)
