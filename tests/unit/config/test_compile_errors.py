@@ -172,3 +172,12 @@ def test_version_is_a_content_hash():
     assert a.version == b.version != c.version
     assert len(a.version) == 12 and int(a.version, 16) >= 0
     assert a.dump["version"] == a.version
+
+
+def test_unsupported_filter_on_a_weight_zero_backend_is_still_an_error():
+    rule = (
+        "backendRefs: [{name: s, port: 80, weight: 0, filters: "
+        "[{type: ExtensionRef, extensionRef: {group: x.dev, kind: P, name: p}}]}]"
+    )
+    (err,) = errors_of(HTTP_GW, http_route(rule))
+    assert err.path == "spec.rules[0].backendRefs[0].filters[0].type"

@@ -95,14 +95,7 @@ class Inputs:
     def namespace_labels(self, namespace: str) -> dict[str, str]:
         """Labels of the ``Namespace`` resource (none when it is not declared), plus the
         ``kubernetes.io/metadata.name`` label the API server puts on every namespace."""
-        res = self.get("Namespace", "", namespace) or self._namespace_by_name(namespace)
+        res = self.get("Namespace", "", namespace)  # cluster-scoped: namespace ""
         labels: dict[str, Any] = dict(res.obj.metadata.labels) if res is not None else {}
         labels.setdefault(NAMESPACE_NAME_LABEL, namespace)
         return labels
-
-    def _namespace_by_name(self, namespace: str) -> LoadedResource | None:
-        # Namespace is cluster-scoped; the loader may record it under any namespace.
-        for (_, name), res in self._by_kind.get("Namespace", {}).items():
-            if name == namespace:
-                return res
-        return None

@@ -142,6 +142,8 @@ def _compile_rule(
         resolution = resolver.resolve(ref, res.namespace)
         if resolution.cluster is None:
             route.unresolved.append((resolution.reason, resolution.message))
+        # Built even for weight 0 so an unsupported filter is reported either way.
+        ref_filters = builder.build(ref.filters, (*path, "backendRefs", j, "filters"))
         weight = 1 if ref.weight is None else ref.weight
         if weight == 0:
             continue  # never picked; still resolved above for ResolvedRefs
@@ -151,7 +153,7 @@ def _compile_rule(
             WeightedBackend(
                 weight=weight,
                 cluster=resolution.cluster,
-                filters=builder.build(ref.filters, (*path, "backendRefs", j, "filters")),
+                filters=ref_filters,
                 error=resolution.message,
             )
         )
