@@ -17,7 +17,8 @@ Features the conformance tests and the proxy tests use:
 - ``/close`` closes the connection without answering.
 
 Side channel: with ``--log FILE`` every request head it receives is appended to FILE as
-one JSON line, before the body is read. The harness reads that file; nothing of it is
+one JSON line, before the body is read, and a second line (``"complete": true``) once the
+body has been read. The harness reads that file; nothing of it is
 reachable over HTTP, so the proxy cannot touch it by accident.
 """
 
@@ -189,6 +190,8 @@ class EchoServer:
                 body_len += len(data)
                 left -= len(data)
 
+        # Second record: the whole request (body included) arrived, framed as above.
+        self.record({"pod": self.pod, "complete": True, "path": target, "body_len": body_len})
         url = urlsplit(target)
         query = parse_qs(url.query)
         path = url.path

@@ -100,6 +100,7 @@ class EchoServer:
         self.log_path.touch()
         self.proc: subprocess.Popen | None = None
         self._mark = 0
+        self._record_mark = 0
 
     def start(self, timeout: float = 10.0) -> EchoServer:
         self.proc = subprocess.Popen(
@@ -144,9 +145,21 @@ class EchoServer:
     def url(self) -> str:
         return f"http://{LOCALHOST}:{self.port}"
 
-    def all_requests(self) -> list[dict]:
+    def all_records(self) -> list[dict]:
         text = self.log_path.read_text() if self.log_path.exists() else ""
         return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    def all_requests(self) -> list[dict]:
+        """Request heads received (one per request, written before its body is read)."""
+        return [r for r in self.all_records() if "method" in r]
+
+    def completed(self) -> list[dict]:
+        """Requests received in full (body included) since the last `mark()`."""
+        return [r for r in self.all_records()[self._record_mark :] if r.get("complete")]
+
+    def received_anything(self) -> bool:
+        """Any bytes at all since the last `mark()`: a head, a partial head, garbage."""
+        return len(self.all_records()) > self._record_mark
 
     def requests(self) -> list[dict]:
         """Requests received since the last `mark()`."""
@@ -154,6 +167,7 @@ class EchoServer:
 
     def mark(self) -> None:
         self._mark = len(self.all_requests())
+        self._record_mark = len(self.all_records())
 
     def count(self) -> int:
         return len(self.requests())
@@ -651,3 +665,73 @@ def conformance_config(
         if doc["kind"] == "Service":
             out.extend(endpoint_slices(doc, pool.servers(doc["metadata"]["name"], _key(doc)[0])))
     return ConformanceConfig(out, gateways, ports)
+
+
+# --------------------------------------------------------------------------- small configs
+
+
+def service_docs(name: str, servers: Iterable[EchoServer], namespace: str = "default", port: int = 8080) -> list[dict]:
+    """A Service `name` (port `port`) and one EndpointSlice per echo server."""
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"ports": [{"name": "http", "port": port, "targetPort": 3000}]},
+    }
+    return [service, *endpoint_slices(service, list(servers))]
+
+
+def gateway_doc(port: int, name: str = "gw", namespace: str = "default", hostname: str | None = None) -> dict:
+    listener = {"name": "http", "port": port, "protocol": "HTTP", "allowedRoutes": {"namespaces": {"from": "All"}}}
+    if hostname:
+        listener["hostname"] = hostname
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "Gateway",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"gatewayClassName": GATEWAY_CLASS, "listeners": [listener]},
+    }
+
+
+def route_doc(name: str, rules: list[dict], gateway: str = "gw", namespace: str = "default", hostnames=None) -> dict:
+    spec: dict = {"parentRefs": [{"name": gateway}], "rules": rules}
+    if hostnames:
+        spec["hostnames"] = list(hostnames)
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+
+
+def prefix_rule(prefix: str, service: str, port: int = 8080, **extra) -> dict:
+    rule = {
+        "matches": [{"path": {"type": "PathPrefix", "value": prefix}}],
+        "backendRefs": [{"name": service, "port": port}],
+    }
+    rule.update(extra)
+    return rule
+
+
+def backend_doc(name: str, port: int, namespace: str = "default") -> dict:
+    """An Envoy Gateway `Backend` with one static 127.0.0.1 endpoint."""
+    return {
+        "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+        "kind": "Backend",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"endpoints": [{"ip": {"address": LOCALHOST, "port": port}}]},
+    }
+
+
+def simple_config(listener_port: int, routes: dict[str, EchoServer], timeouts: dict | None = None) -> list[dict]:
+    """One Gateway on `listener_port` and one HTTPRoute whose PathPrefix rules send each
+    prefix to its own echo server (Service `svc-<i>`)."""
+    docs: list[dict] = [gateway_doc(listener_port)]
+    rules = []
+    for i, (prefix, server) in enumerate(routes.items()):
+        docs += service_docs(f"svc-{i}", [server])
+        extra = {"timeouts": timeouts} if timeouts else {}
+        rules.append(prefix_rule(prefix, f"svc-{i}", **extra))
+    docs.append(route_doc("route", rules))
+    return docs
