@@ -8,12 +8,13 @@ the conformance echo server returns (``path`` = request target, ``host``, ``meth
 
 Features the conformance tests and the proxy tests use:
 - ``?delay=1s`` (Go duration) waits before answering (timeouts);
-- ``/status/NNN`` answers with that status;
+- ``.../status/NNN`` answers with that status (features below match the path's end too);
 - ``?responseCode=500&succeedAfter=2&uuid=U`` answers responseCode for the first
   ``succeedAfter`` requests carrying that uuid, then 200 (retries);
 - ``X-Echo-Set-Header: Name:value,Name2:value`` sets response headers;
 - ``/download?size=N[&chunked=1]`` streams N deterministic bytes (see ``pattern_bytes``);
 - ``/reset`` sends a head and part of the body, then resets the connection;
+- ``/reset-before-response`` resets the connection after reading the request;
 - ``/close`` closes the connection without answering.
 
 Side channel: with ``--log FILE`` every request head it receives is appended to FILE as
@@ -103,6 +104,14 @@ class EchoServer:
             except Exception:  # noqa: BLE001 - a test peer: closing must not raise
                 pass
 
+    @staticmethod
+    def _reset(writer: asyncio.StreamWriter) -> None:
+        # SO_LINGER 0 turns the close into a TCP RST.
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+
     async def one_request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         try:
             head = await reader.readuntil(b"\r\n\r\n")
@@ -137,6 +146,7 @@ class EchoServer:
                 "host": host,
                 "proto": proto,
                 "headers": headers,
+                "peer": writer.get_extra_info("peername")[1],
                 "t": time.time(),
             }
         )
@@ -195,6 +205,8 @@ class EchoServer:
         url = urlsplit(target)
         query = parse_qs(url.query)
         path = url.path
+        # Features are keyed on the last path segment so that any route prefix works.
+        action = path.rsplit("/", 1)[-1]
 
         if "delay" in query:
             await asyncio.sleep(parse_duration(query["delay"][0]))
@@ -206,18 +218,18 @@ class EchoServer:
                 if name:
                     extra.append((name, value.strip()))
 
-        if path == "/close":
+        if action == "close":
             return False
-        if path == "/reset":
+        if action == "reset-before-response":
+            self._reset(writer)
+            return False
+        if action == "reset":
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000)
             await writer.drain()
             await asyncio.sleep(0.05)
-            sock = writer.get_extra_info("socket")
-            if sock is not None:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            writer.transport.abort()
+            self._reset(writer)
             return False
-        if path == "/download":
+        if action == "download":
             size = int(query.get("size", ["0"])[0])
             chunked = query.get("chunked", ["0"])[0] == "1"
             out = [b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"]
@@ -234,7 +246,7 @@ class EchoServer:
             return keep_alive
 
         status = 200
-        status_match = re.fullmatch(r"/status/(\d\d\d)", path)
+        status_match = re.search(r"/status/(\d\d\d)$", path)
         if status_match:
             status = int(status_match.group(1))
         uuid = query.get("uuid", [None])[0]
