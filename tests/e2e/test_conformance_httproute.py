@@ -113,6 +113,10 @@ MANIFESTS: dict[str, tuple[list[str], list[Case]]] = {
         C("v2", "/v2", **v(2)),
         C("v2-example", "/v2/example", **v(2)),
         C("root-version-two", "/", headers={"Version": "two"}, **v(2)),
+        # PathPrefix matches whole path elements (not upstream cases; spec semantics).
+        C("v2-trailing-slash", "/v2/", **v(2)),
+        C("v2example-is-not-under-v2", "/v2example", **v(1)),
+        C("v2-with-query", "/v2?x=1", **v(2)),
     ]),
     "httproute-header-matching": ([SAME], [
         C("version-one", headers={"Version": "one"}, **v(1)),
@@ -126,6 +130,9 @@ MANIFESTS: dict[str, tuple[list[str], list[Case]]] = {
         C("color-red", headers={"Color": "red"}, **v(2)),
         C("color-yellow", headers={"Color": "yellow"}, **v(2)),
         C("color-purple", headers={"Color": "purple"}, **NOT_FOUND),
+        # Header names match case-insensitively, values exactly (spec; not upstream cases).
+        C("name-uppercase", headers={"VERSION": "one"}, **v(1)),
+        C("value-case-differs", headers={"Version": "ONE"}, **NOT_FOUND),
     ]),
     "httproute-query-param-matching": ([SAME], [
         C("whale", "/?animal=whale", **v(1)),
@@ -169,6 +176,7 @@ MANIFESTS: dict[str, tuple[list[str], list[Case]]] = {
         C("one-example", "/one/example", **NOT_FOUND),
         C("two-slash", "/two/", **NOT_FOUND),
         C("Two-case", "/Two", **NOT_FOUND),
+        C("one-with-query", "/one?x=1", **v(1)),
     ]),
     "httproute-path-match-order": ([SAME], [
         C("exact-one", "/match/exact/one", **v(3)),

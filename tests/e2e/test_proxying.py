@@ -159,6 +159,36 @@ def test_large_download_streamed_intact(base, chunked: bool) -> None:
     assert got.hexdigest() == want.hexdigest()
 
 
+def _read_responses(sock: socket.socket, n: int, head_only=()) -> list:
+    data = b""
+    deadline = time.monotonic() + 5
+    while len([r for r in parse_responses(data, head_only) if r.status >= 200]) < n:
+        assert time.monotonic() < deadline, f"only got {data[:300]!r}"
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed; got {data[:300]!r}"
+        data += chunk
+    return parse_responses(data, head_only)
+
+
+def test_head_response_has_no_body_and_connection_stays_usable(gateway, base) -> None:
+    with socket.create_connection(("127.0.0.1", gateway.listener_port), timeout=5) as sock:
+        sock.sendall(b"HEAD /app/head HTTP/1.1\r\nHost: a\r\n\r\nGET /app/after-head HTTP/1.1\r\nHost: a\r\n\r\n")
+        head, after = _read_responses(sock, 2, head_only=[0])
+        assert head.status == 200 and int(head.header("content-length") or 0) > 0 and head.body == b""
+        assert after.status == 200 and after.json()["path"] == "/app/after-head"
+
+
+@pytest.mark.parametrize("code", [204, 304, 404, 500])
+def test_bodyless_and_error_statuses_pass_through(gateway, base, code: int) -> None:
+    with socket.create_connection(("127.0.0.1", gateway.listener_port), timeout=5) as sock:
+        sock.sendall(
+            f"GET /app/status/{code} HTTP/1.1\r\nHost: a\r\n\r\nGET /app/next HTTP/1.1\r\nHost: a\r\n\r\n".encode()
+        )
+        first, second = _read_responses(sock, 2)
+        assert first.status == code and first.body == b""
+        assert second.status == 200 and second.json()["path"] == "/app/next"
+
+
 # --------------------------------------------------------------------------- headers
 
 
