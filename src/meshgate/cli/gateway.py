@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -81,13 +82,29 @@ def gateway(
 
 
 def _supervise(workers: int) -> int:
-    """Start ``workers`` copies of this command, pass SIGTERM/SIGINT on, restart crashes."""
+    """Start ``workers`` copies of this command, pass SIGTERM/SIGINT on, restart crashes.
+
+    Workers 1..N-1 start first and each reports ready through a pipe; worker 0, which
+    serves the admin listener, starts last, so /ready answers 200 only when every
+    worker has its listeners bound.
+    """
     argv = [sys.executable, "-m", "meshgate.cli.main", *sys.argv[1:]]
     procs: dict[int, subprocess.Popen] = {}
     stopping = False
 
-    def spawn(i: int) -> None:
-        procs[i] = subprocess.Popen([*argv, "--worker-index", str(i)])
+    def spawn(i: int, wait_ready: bool) -> None:
+        cmd = [*argv, "--worker-index", str(i)]
+        if not wait_ready:
+            procs[i] = subprocess.Popen(cmd)
+            return
+        r, w = os.pipe()
+        env = dict(os.environ, MESHGATE_READY_FD=str(w))
+        procs[i] = subprocess.Popen(cmd, pass_fds=(w,), env=env)
+        os.close(w)
+        # Blocks until the worker writes (ready) or exits (EOF); bounded by its own
+        # startup, which fails fast on a bad config.
+        os.read(r, 1)
+        os.close(r)
 
     def stop(signum: int, _frame: object) -> None:
         nonlocal stopping
@@ -98,8 +115,11 @@ def _supervise(workers: int) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    for i in range(workers):
-        spawn(i)
+    for i in [*range(1, workers), 0]:
+        spawn(i, wait_ready=i != 0)
+        if procs[i].poll() is not None:
+            stop(signal.SIGTERM, None)
+            break
     while True:
         time.sleep(0.2)
         if stopping:
@@ -109,7 +129,7 @@ def _supervise(workers: int) -> int:
             code = p.poll()
             if code is not None and not stopping:
                 log.error("worker %d exited with %s; restarting", i, code)
-                spawn(i)
+                spawn(i, wait_ready=False)
 
 
 __all__ = ["gateway"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import time
 from collections.abc import Sequence
@@ -63,6 +64,10 @@ class GatewayRuntime:
                 admin.close()
             return 1
         self.ready = True
+        ready_fd = os.environ.pop("MESHGATE_READY_FD", None)
+        if ready_fd is not None:  # a supervisor waits for this worker (cli/gateway.py)
+            os.write(int(ready_fd), b"1")
+            os.close(int(ready_fd))
         log.info(
             "serving %s on %s ports %s (config %s)",
             ", ".join(sorted(self.gateways)) if self.gateways else "all gateways",

@@ -130,10 +130,23 @@ class CompiledRule:
     request_hooks: tuple = field(init=False, repr=False, compare=False)
     response_hooks: tuple = field(init=False, repr=False, compare=False)
 
+    # True when the rule needs the request coroutine (timeouts, retries, async
+    # filters); otherwise the engine runs the exchange in socket callbacks.
+    needs_task: bool = field(init=False, repr=False, compare=False)
+
     def __post_init__(self) -> None:
         req, resp = hooks_of(self.filters)
         object.__setattr__(self, "request_hooks", req)
         object.__setattr__(self, "response_hooks", resp)
+        hooks = req + resp + tuple(h for b in self.backends for h in b.request_hooks + b.response_hooks)
+        object.__setattr__(
+            self,
+            "needs_task",
+            self.timeout_request is not None
+            or self.timeout_backend is not None
+            or self.retry is not None
+            or any(is_async for _, is_async in hooks),
+        )
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -31,15 +31,6 @@ _TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHI
 _BAD_VALUE_CHARS = frozenset("\x00\r\n")
 _HIGH_WATER = 256 * 1024
 
-_request_ids = None
-
-
-def _new_request_id() -> str:
-    import uuid
-
-    return str(uuid.uuid4())
-
-
 class BadRequest(Exception):
     def __init__(self, status: int, detail: str) -> None:
         super().__init__(detail)
@@ -76,7 +67,7 @@ class ServerProtocol(asyncio.Protocol):
         # In-flight and queued exchanges, answered in order
         self.current = None
         self.pending: deque = deque()
-        self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0  # loop.time() when the current timeout fires; 0: none
         self._timer_kind = ""
         self.requests_served = 0
 
@@ -161,20 +152,19 @@ class ServerProtocol(asyncio.Protocol):
     # -- timers --------------------------------------------------------------------
 
     def _arm_timer(self, kind: str, delay: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        # No per-request timer handles: the engine sweeps every connection's deadline
+        # a few times a second (``check_deadline``), which costs a float per request.
         self._timer_kind = kind
-        self._timer = self.loop.call_later(delay, self._on_timer)
+        self._deadline = self.loop.time() + delay
 
     def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._deadline = 0.0
 
-    def _on_timer(self) -> None:
-        self._timer = None
-        if self.closing:
+    def check_deadline(self, now: float) -> None:
+        """Called by the engine's sweep: enforce the header-read and idle timeouts."""
+        if not self._deadline or now < self._deadline or self.closing:
             return
+        self._deadline = 0.0
         if self._timer_kind == "header":
             if self._url or self._headers:
                 self.reject(408, "request header read timeout")
@@ -193,7 +183,7 @@ class ServerProtocol(asyncio.Protocol):
         self._content_length = None
         self._transfer_encoding = None
         self._expect_continue = False
-        if self._timer_kind != "header" or self._timer is None:
+        if self._timer_kind != "header" or not self._deadline:
             self._arm_timer("header", self.limits.header_timeout)
 
     def on_url(self, url: bytes) -> None:
@@ -267,6 +257,8 @@ class ServerProtocol(asyncio.Protocol):
             raise BadRequest(400, "invalid request-target") from None
         headers = Headers(self._headers)
         authority = headers.get("host") or ""
+        if self._host_count and not authority:
+            raise BadRequest(400, "empty host header")
         if method == "CONNECT":
             raise BadRequest(501, "CONNECT is not supported")
         if target == "*":
@@ -363,8 +355,17 @@ class ServerProtocol(asyncio.Protocol):
         if self.closing:
             return
         self.handler.on_rejected(self, status, detail)
-        if self.current is not None:
-            # A response is already in progress for an earlier request: cut the line.
+        current = self.current
+        if current is not None and current is not self._receiving:
+            # A response is in progress for an earlier request: cut the line.
+            self.close()
+            return
+        if current is not None:
+            # Its body turned out malformed: the exchange stops its upstream request
+            # and answers, unless its response has begun (then all we can do is cut).
+            if not current.abort_with(status, detail):
+                self.abort()
+                return
             self.close()
             return
         body = (detail + "\n").encode()

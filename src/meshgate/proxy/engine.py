@@ -38,6 +38,7 @@ class Engine:
         self.draining = False
         self.limits = Limits()
         self._sweeper: asyncio.TimerHandle | None = None
+        self._sweeps = 0
 
     # -- config --------------------------------------------------------------------
 
@@ -78,8 +79,15 @@ class Engine:
         )
 
     def _schedule_sweep(self) -> None:
-        self.upstreams.sweep_idle()
-        self._sweeper = self.loop.call_later(5.0, self._schedule_sweep)
+        # Downstream timeouts (header read, keep-alive idle) are checked here, a few
+        # times a second, instead of arming a timer per request.
+        now = self.loop.time()
+        for proto in list(self.connections):
+            proto.check_deadline(now)
+        self._sweeps += 1
+        if self._sweeps % 20 == 0:
+            self.upstreams.sweep_idle()
+        self._sweeper = self.loop.call_later(0.25, self._schedule_sweep)
 
     @property
     def bound_ports(self) -> list[int]:

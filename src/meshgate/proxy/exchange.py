@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-import uuid
+from random import getrandbits
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
@@ -25,6 +25,7 @@ from meshgate.http.headers import Headers
 from meshgate.proxy.context import LocalReply, RequestContext
 from meshgate.proxy.errors import (
     DownstreamDisconnected,
+    DownstreamProtocolError,
     InvalidBackend,
     NoHealthyUpstream,
     NoRoute,
@@ -56,6 +57,12 @@ _NO_BODY_STATUS = frozenset((204, 304))
 _WAIT_NONE = 0
 _WAIT_HEAD = 1
 _WAIT_END = 2
+
+
+def new_request_id() -> str:
+    """A random UUID (version 4 layout) for X-Request-Id; not for secrets."""
+    h = "%032x" % getrandbits(128)
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 
 def _strip_hop_by_hop(items: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -159,7 +166,71 @@ class Exchange:
     # -- downstream events (from ServerProtocol) -----------------------------------
 
     def start(self) -> None:
-        self.task = self.engine.loop.create_task(self.run())
+        """Begin answering. Rules with no retry, timeout or async filter, and an idle
+        pooled connection at hand, run entirely in socket callbacks (no task, no
+        future): routing and filters here, the rest in ``on_upstream_*``. Anything else
+        runs in the ``run()`` coroutine."""
+        try:
+            self.route()
+            rule = self.ctx.rule
+            if rule.needs_task:  # type: ignore[union-attr]
+                self.task = self.engine.loop.create_task(self.run())
+                return
+            reply = self._sync_request_filters()
+            if reply is not None:
+                self.send_local(reply)
+                self._finish(None)
+                return
+            pool = self._pick_pool()
+            conn = pool.take_idle()
+            if conn is None:
+                self.task = self.engine.loop.create_task(self._connect_then_send(pool))
+                return
+            self._send(conn)
+        except ProxyError as exc:
+            self._answer_error(exc)
+            self._finish(exc)
+        except Exception as exc:  # a bug: answer 500 once, here, and say why in the log
+            self.engine.log_exception(self.ctx, exc)
+            error = ProxyError()
+            self._answer_error(error)
+            self._finish(error)
+
+    def _sync_request_filters(self) -> LocalReply | None:
+        ctx = self.ctx
+        for hook, _ in ctx.rule.request_hooks:  # type: ignore[union-attr]
+            reply = hook(ctx)
+            if reply is not None:
+                return reply
+        backend = self._pick_backend()
+        for hook, _ in backend.request_hooks:
+            reply = hook(ctx)
+            if reply is not None:
+                return reply
+        self._before_upstream()
+        return None
+
+    def _pick_pool(self):  # noqa: ANN202
+        balancer = self.engine.upstreams.balancer(self.ctx.backend.cluster)  # type: ignore[union-attr]
+        if balancer is None:
+            raise NoHealthyUpstream()
+        return balancer.pick()
+
+    async def _connect_then_send(self, pool) -> None:  # noqa: ANN001
+        try:
+            conn = await pool.acquire()
+        except ProxyError as exc:
+            self._answer_error(exc)
+            self._finish(exc)
+            return
+        except asyncio.CancelledError:
+            self._finish(DownstreamDisconnected())
+            return
+        if self.finished:
+            conn.release(True)
+            return
+        self.task = None
+        self._send(conn)
 
     def on_request_body(self, data: bytes) -> None:
         self.body_received += len(data)
@@ -192,7 +263,7 @@ class Exchange:
         conn = self.conn
         if conn is not None and self.req_chunked:
             conn.write(b"0\r\n\r\n")
-        if self.ctx.mirrors and not self.finished:
+        if self.ctx.mirrors and not self.finished and self.ctx.backend is not None:
             self.engine.send_mirrors(self)
 
     def on_downstream_lost(self) -> None:
@@ -207,6 +278,7 @@ class Exchange:
             conn.abort()
         if self.task is not None and self.waiting == _WAIT_NONE:
             self.task.cancel()
+        self._finish(DownstreamDisconnected())
 
     def pause_upstream_reading(self) -> None:
         if self.conn is not None:
@@ -234,6 +306,10 @@ class Exchange:
         if self.waiting == _WAIT_HEAD:
             self.waiting = _WAIT_NONE
             self.waiter.set_result(None)  # type: ignore[union-attr]
+        elif self.task is None:
+            # Callback mode: the head goes out with the body bytes of this same read,
+            # flushed by the connection once the parser is done with them.
+            self._send_upstream_head(flush=False)
 
     def on_upstream_body(self, data: bytes) -> None:
         if not data:
@@ -276,6 +352,9 @@ class Exchange:
         if self.waiting != _WAIT_NONE and self.waiter is not None and not self.waiter.done():
             self.waiting = _WAIT_NONE
             self.waiter.set_exception(error)
+        elif self.task is None and not self.finished:
+            self._answer_error(error)
+            self._finish(error)
         elif self.streaming:
             # The head is out; the only honest signal left is to cut the connection.
             self.ctx.flag = error.flag
@@ -293,6 +372,9 @@ class Exchange:
         if self.waiting == _WAIT_END:
             self.waiting = _WAIT_NONE
             self.waiter.set_result(None)  # type: ignore[union-attr]
+        elif self.task is None:
+            self.flush_response()
+            self._finish(None)
 
     # -- the request's coroutine ---------------------------------------------------
 
@@ -300,9 +382,7 @@ class Exchange:
         ctx = self.ctx
         error: ProxyError | None = None
         try:
-            reply = self.route()
-            if reply is None:
-                reply = await self.apply_request_filters()
+            reply = await self.apply_request_filters()
             if reply is None:
                 rule = ctx.rule
                 if rule.timeout_request is not None:  # type: ignore[union-attr]
@@ -340,6 +420,24 @@ class Exchange:
             return
         self.send_local(local_reply_for(error))
 
+    def abort_with(self, status: int, detail: str) -> bool:
+        """The downstream request turned out malformed mid-body: abandon the upstream
+        request (its peer sees a reset, never a complete request) and answer ``status``.
+        False when the response has already begun."""
+        if self.head_sent:
+            return False
+        error = DownstreamProtocolError(status, detail)
+        conn = self.conn
+        if conn is not None:
+            self.conn = None
+            conn.abort()
+        if self.task is not None:
+            self.task.cancel()
+        self.req_keep_alive = False
+        self.send_local(local_reply_for(error))
+        self._finish(error)
+        return True
+
     def _fail_now(self, error: ProxyError) -> None:
         """A failure found in a socket callback, before any response byte went out."""
         self.ctx.flag = error.flag
@@ -347,9 +445,15 @@ class Exchange:
             self.waiting = _WAIT_NONE
             self.waiter.set_exception(error)
         elif self.task is not None:
+            # A task cancelled before it first ran never runs its handlers: finish here.
             self.task.cancel()
-            self.send_local(local_reply_for(error))
             self.req_keep_alive = False
+            self._answer_error(error)
+            self._finish(error)
+        else:
+            self.req_keep_alive = False
+            self._answer_error(error)
+            self._finish(error)
 
     def route(self) -> LocalReply | None:
         ctx = self.ctx
@@ -377,6 +481,17 @@ class Exchange:
             reply = await hook(ctx) if is_async else hook(ctx)
             if reply is not None:
                 return reply
+        backend = self._pick_backend()
+        for hook, is_async in backend.request_hooks:
+            reply = await hook(ctx) if is_async else hook(ctx)
+            if reply is not None:
+                return reply
+        self._before_upstream()
+        return None
+
+    def _pick_backend(self):  # noqa: ANN202
+        ctx = self.ctx
+        rule = ctx.rule
         if rule.no_backends or rule.total_weight == 0:  # type: ignore[union-attr]
             raise InvalidBackend("no backend for this rule")
         backends = rule.backends  # type: ignore[union-attr]
@@ -393,11 +508,21 @@ class Exchange:
         ctx.backend = backend
         if backend.cluster is None:
             raise InvalidBackend(backend.error or "backend is not valid")
-        for hook, is_async in backend.request_hooks:
-            reply = await hook(ctx) if is_async else hook(ctx)
-            if reply is not None:
-                return reply
-        return None
+        return backend
+
+    def _before_upstream(self) -> None:
+        """Keep a replayable copy of the body when retries or mirrors need one, and
+        answer Expect: 100-continue now that the request will go upstream."""
+        ctx = self.ctx
+        if (ctx.rule.retry is not None or ctx.mirrors) and (self.req_chunked or self.req_length):  # type: ignore[union-attr]
+            if not self.body_buf_len and not self.body_done:
+                self.replay = []
+            elif self.body_received <= _REPLAY_LIMIT:
+                self.replay = list(self.body_buf)
+        if self.expect_continue and not self.body_done:
+            self.proto.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if ctx.mirrors and self.body_done:
+            self.engine.send_mirrors(self)
 
     # -- upstream ------------------------------------------------------------------
 
@@ -405,13 +530,6 @@ class Exchange:
         ctx = self.ctx
         rule = ctx.rule
         retry = rule.retry  # type: ignore[union-attr]
-        if (retry is not None or ctx.mirrors) and (self.req_chunked or self.req_length):
-            if not self.body_buf_len and not self.body_done:
-                self.replay = []
-            elif self.body_received <= _REPLAY_LIMIT:
-                self.replay = list(self.body_buf)
-        if self.expect_continue and not self.body_done:
-            self.proto.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         balancer = self.engine.upstreams.balancer(ctx.backend.cluster)  # type: ignore[union-attr]
         if balancer is None:
             raise NoHealthyUpstream()
@@ -465,27 +583,10 @@ class Exchange:
         if self.finished:
             conn.release(True)
             raise DownstreamDisconnected()
-        self.upstream_attempts += 1
-        head = self._upstream_head()
-        retrying = self.upstream_attempts > 1
-        chunks = self.replay if retrying else self.body_buf
-        if chunks:
-            if self.req_chunked:
-                body = b"".join(b"%x\r\n%b\r\n" % (len(c), c) for c in chunks)
-            else:
-                body = b"".join(chunks)
-            head += body
-        if self.req_chunked and self.body_done:
-            head += b"0\r\n\r\n"
-        if not retrying and self.body_buf_len:
-            self.body_buf = []
-            self.body_buf_len = 0
-            self.proto.resume_reading("body")
-        self.conn = conn
         loop = self.engine.loop
         self.waiter = loop.create_future()
         self.waiting = _WAIT_HEAD
-        conn.send(self, head, ctx.method == "HEAD")
+        self._send(conn)
         await self.waiter
         status = self.resp_status
         if (
@@ -501,6 +602,26 @@ class Exchange:
             self.waiting = _WAIT_END
             await self.waiter
         return None
+
+    def _send(self, conn: UpstreamConnection) -> None:
+        """Write the request head and the body received so far to ``conn``, in one write."""
+        self.upstream_attempts += 1
+        data = self._upstream_head()
+        retrying = self.upstream_attempts > 1
+        chunks = self.replay if retrying else self.body_buf
+        if chunks:
+            if self.req_chunked:
+                data += b"".join(b"%x\r\n%b\r\n" % (len(c), c) for c in chunks)
+            else:
+                data += b"".join(chunks)
+        if self.req_chunked and self.body_done:
+            data += b"0\r\n\r\n"
+        if not retrying and self.body_buf_len:
+            self.body_buf = []
+            self.body_buf_len = 0
+            self.proto.resume_reading("body")
+        self.conn = conn
+        conn.send(self, data, self.ctx.method == "HEAD")
 
     def _upstream_head(self) -> bytes:
         ctx = self.ctx
@@ -530,7 +651,7 @@ class Exchange:
         if ctx.authority:
             out.append(f"x-forwarded-host: {ctx.authority}\r\n")
         if not have_request_id:
-            ctx.request_id = str(uuid.uuid4())
+            ctx.request_id = new_request_id()
             out.append(f"x-request-id: {ctx.request_id}\r\n")
         if self.req_chunked:
             out.append("transfer-encoding: chunked\r\n\r\n")
@@ -540,7 +661,7 @@ class Exchange:
             out.append("\r\n")
         return "".join(out).encode("latin-1")
 
-    def _send_upstream_head(self) -> None:
+    def _send_upstream_head(self, flush: bool = True) -> None:
         """Response filters, then the head (and whatever body is already here) downstream."""
         ctx = self.ctx
         status = self.resp_status
@@ -602,7 +723,8 @@ class Exchange:
         self.streaming = True
         if self.upstream_complete:
             self._end_streamed_response()
-        self.flush_response()
+        if flush:
+            self.flush_response()
 
     def _run_response_hooks(self, head) -> None:  # noqa: ANN001
         ctx = self.ctx

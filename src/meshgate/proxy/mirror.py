@@ -22,6 +22,7 @@ _MIRROR_TIMEOUT = 10.0
 def send_mirrors(engine: Engine, exchange: Exchange) -> None:
     ctx = exchange.ctx
     mirrors = ctx.mirrors or ()
+    ctx.mirrors = None  # sent once, whichever of "filters done" / "body done" is last
     if (exchange.req_chunked or exchange.req_length) and exchange.replay is None:
         return  # body too large to copy
     body = b"".join(exchange.replay or ())

@@ -66,14 +66,12 @@ class UpstreamConnection(asyncio.Protocol):
             return
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserCallbackError:
-            if self._head_request and owner.upstream_complete:
-                # A HEAD response ends after its head (see on_headers_complete).
-                self.parser = httptools.HttpResponseParser(self)
-            else:
-                self.close()
-                owner.on_upstream_error("protocol")
-                return
+        except httptools.HttpParserCallbackError as exc:
+            if isinstance(exc.__context__, _HeadResponseDone):
+                return  # the parser was replaced and the exchange is done
+            self.close()
+            owner.on_upstream_error("protocol")
+            return
         except httptools.HttpParserError:
             self.close()
             owner.on_upstream_error("protocol")
@@ -118,11 +116,15 @@ class UpstreamConnection(asyncio.Protocol):
             # 1xx interim responses (100 Continue, 103 Early Hints) are not passed on;
             # the final response follows on the same connection.
             return
-        self.owner.on_upstream_head(status, reason, self._headers, parser.should_keep_alive())
+        owner = self.owner
+        keep_alive = parser.should_keep_alive()
+        owner.on_upstream_head(status, reason, self._headers, keep_alive)
         if self._head_request:
             # httptools cannot be told that a HEAD response has no body: end the
-            # message here and abort the parser; data_received makes a fresh one.
-            self.owner.on_upstream_complete(parser.should_keep_alive())
+            # message here with a fresh parser for the next response (the exchange
+            # may hand this connection on at once), and abort the old parser.
+            self.parser = httptools.HttpResponseParser(self)
+            owner.on_upstream_complete(keep_alive)
             raise _HeadResponseDone
 
     def on_body(self, body: bytes) -> None:

@@ -37,7 +37,8 @@ class ConnectionPool:
             f"Connections: {self.active} active, {len(self.idle)} idle]>"
         )
 
-    async def acquire(self) -> UpstreamConnection:
+    def take_idle(self) -> UpstreamConnection | None:
+        """An idle, live, unexpired connection, now active; or None. Never waits."""
         idle = self.idle
         if idle:
             deadline = time.monotonic() - self.limits.upstream_idle_timeout
@@ -53,6 +54,12 @@ class ConnectionPool:
                 conn.in_pool = ACTIVE
                 self.active += 1
                 return conn
+        return None
+
+    async def acquire(self) -> UpstreamConnection:
+        conn = self.take_idle()
+        if conn is not None:
+            return conn
         if self.active + self.connecting < self.limits.upstream_max_connections:
             return await self._connect()
         # Full: wait for a release, bounded by the connect timeout.
