@@ -120,7 +120,7 @@ def test_every_error_is_reported_at_once():
         HTTP_GW,
         gateway("gw2", "  - {name: http, port: 80, protocol: HTTP}"),
         http_route(ext, name="a"),
-        http_route("retry: {codes: [404]}", name="b"),
+        http_route(ext, name="b"),
     )
     assert sorted(e.kind_name for e in errs) == [
         "Gateway/default/gw2",
@@ -129,9 +129,17 @@ def test_every_error_is_reported_at_once():
     ]
 
 
-def test_retrying_a_4xx_status_is_rejected():
-    (err,) = errors_of(HTTP_GW, http_route("retry: {codes: [503, 429]}"))
-    assert err.path == "spec.rules[0].retry.codes[1]"
+def test_retry_codes_take_any_4xx_or_5xx_status():
+    # HTTPRouteRetryStatusCode is 400-599: a 429 or a 404 may be retried too.
+    s = compile_snapshot(load(HTTP_GW, http_route("retry: {codes: [400, 429, 503, 599]}")))
+    assert find_match(s, 80, "h", "/").rule.retry.codes == frozenset({400, 429, 503, 599})
+
+
+@pytest.mark.parametrize("code", [200, 399, 600])
+def test_retry_code_outside_400_599_is_rejected_at_load(code):
+    result = load_texts([("cfg.yaml", HTTP_GW + "\n---\n" + http_route(f"retry: {{codes: [503, {code}]}}"))])
+    (err,) = result.errors
+    assert (err.kind_name, err.path) == ("HTTPRoute/default/r", "spec.rules[0].retry.codes[1]")
 
 
 def test_retry_defaults():

@@ -200,13 +200,8 @@ def _retry(
 ) -> RetryPolicy | None:
     if retry is None:
         return None
-    codes: set[int] = set()
-    for k, code in enumerate(retry.codes or ()):
-        if not 500 <= code <= 599:
-            errors.add(
-                res, (*path, "codes", k), f"status {code} cannot be retried (only 500-599)"
-            )
-        codes.add(code)
+    # The model bounds codes to 400-599 (HTTPRouteRetryStatusCode), checked at load.
+    codes = frozenset(retry.codes or ())
     backoff = DEFAULT_RETRY_BACKOFF
     if retry.backoff is not None:
         try:
@@ -214,7 +209,7 @@ def _retry(
         except DurationError as exc:
             errors.add(res, (*path, "backoff"), str(exc))
     attempts = DEFAULT_RETRY_ATTEMPTS if retry.attempts is None else retry.attempts
-    return RetryPolicy(attempts=attempts, codes=frozenset(codes), backoff=backoff)
+    return RetryPolicy(attempts=attempts, codes=codes, backoff=backoff)
 
 
 def _compile_match(match: Any, rule: CompiledRule) -> CompiledMatch:
