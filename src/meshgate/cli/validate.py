@@ -1,7 +1,9 @@
-"""``meshgate validate PATH...``: load and fully validate config, as a gateway would.
+"""``meshgate validate [--gateway NS/NAME]... PATH...``: load and fully validate config, as
+a gateway would.
 
 Runs the loader (models: fields, types, spec limits, cross-field rules) and then the
-compiler (references, attachment, conflicts), prints every error as
+compiler (references, attachment, conflicts) for the Gateways ``meshgate gateway`` would
+serve with the same ``--gateway`` options (all when none), prints every error as
 ``file:document:Kind/namespace/name:field.path: message`` on stderr and exits 1 if there
 is any.
 """
@@ -10,16 +12,16 @@ from __future__ import annotations
 
 import importlib
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import click
 
 from meshgate.config.errors import ConfigInvalid
-from meshgate.config.loader import LoadedResource, load_paths
+from meshgate.config.loader import load_paths
 
 
-def _find_compiler() -> Callable[[Sequence[LoadedResource]], Any] | None:
+def _find_compiler() -> Callable[..., Any] | None:
     """``compile_snapshot`` if the compiler is installed; None only when it is absent
     (an import error inside the compiler is a bug and propagates)."""
     try:
@@ -32,8 +34,14 @@ def _find_compiler() -> Callable[[Sequence[LoadedResource]], Any] | None:
 
 
 @click.command("validate")
+@click.option(
+    "--gateway",
+    "gateways",
+    multiple=True,
+    help="Validate as if serving only this Gateway (NS/NAME); repeatable.",
+)
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
-def validate(paths: tuple[str, ...]) -> None:
+def validate(gateways: tuple[str, ...], paths: tuple[str, ...]) -> None:
     """Validate config files or directories of *.yaml / *.yml files (not recursive)."""
     result = load_paths(paths)
     for warning in result.warnings:
@@ -43,7 +51,9 @@ def validate(paths: tuple[str, ...]) -> None:
         compile_snapshot = _find_compiler()
         if compile_snapshot is not None:
             try:
-                compile_snapshot(result.resources)
+                # Same selection as ``meshgate gateway``: listeners of Gateways not
+                # served cannot conflict, so the answer depends on it.
+                compile_snapshot(result.resources, gateways=set(gateways) or None)
             except ConfigInvalid as exc:
                 errors.extend(exc.errors)
     for error in errors:

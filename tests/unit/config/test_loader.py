@@ -327,8 +327,8 @@ def test_validate_reports_compiler_errors(config_dir, monkeypatch):
     # The compiler's contract: compile_snapshot(resources) raises ConfigInvalid.
     seen = []
 
-    def compile_snapshot(resources):
-        seen.append([r.key for r in resources])
+    def compile_snapshot(resources, gateways=None):
+        seen.append(([r.key for r in resources], gateways))
         raise ConfigInvalid(
             [ConfigError("routes.yaml", 1, "HTTPRoute/infra/web", "spec.parentRefs[0]", "no such Gateway")]
         )
@@ -339,4 +339,49 @@ def test_validate_reports_compiler_errors(config_dir, monkeypatch):
     result = CliRunner().invoke(validate, [str(config_dir)])
     assert result.exit_code == 1
     assert "routes.yaml:1:HTTPRoute/infra/web:spec.parentRefs[0]: no such Gateway" in result.stderr.splitlines()
-    assert len(seen[0]) == 4
+    (keys, gateways), = seen
+    assert len(keys) == 4
+    assert gateways is None  # no --gateway: every Gateway is served
+
+
+SECOND_GATEWAY = GATEWAY.replace("name: gw,", "name: gw2,")
+
+
+def test_validate_gateway_selects_what_is_compiled(config_dir):
+    # Two Gateways on port 8080 with no hostname conflict; serving one of them is fine,
+    # which is what `meshgate gateway --gateway infra/gw` would do with this config.
+    (config_dir / "gateway2.yaml").write_text(SECOND_GATEWAY)
+    result = CliRunner().invoke(validate, [str(config_dir)])
+    assert result.exit_code == 1
+    assert "conflicts with listener infra/gw/http" in result.stderr
+
+    result = CliRunner().invoke(validate, ["--gateway", "infra/gw", str(config_dir)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("ok: 5 resources")
+
+
+def test_validate_gateway_is_repeatable(config_dir):
+    (config_dir / "gateway2.yaml").write_text(SECOND_GATEWAY)
+    args = ["--gateway", "infra/gw", "--gateway", "infra/gw2", str(config_dir)]
+    result = CliRunner().invoke(validate, args)
+    assert result.exit_code == 1
+    assert "conflicts with listener infra/gw/http" in result.stderr
+    assert result.stderr.splitlines()[-1] == "invalid: 1 error"
+
+
+def test_validate_gateway_that_is_not_defined_is_an_error(config_dir):
+    result = CliRunner().invoke(validate, ["--gateway", "infra/nope", str(config_dir)])
+    assert result.exit_code == 1
+    assert "Gateway/infra/nope" in result.stderr
+    assert "no such Gateway" in result.stderr
+
+
+@pytest.mark.skipif(not BASE.exists(), reason="conformance manifests not present")
+def test_validate_conformance_test_against_its_gateway():
+    # base.yaml defines several Gateways on port 80; each conformance test targets one.
+    test = CONFORMANCE / "tests" / "httproute-simple-same-namespace.yaml"
+    assert CliRunner().invoke(validate, [str(BASE), str(test)]).exit_code == 1
+    args = ["--gateway", "gateway-conformance-infra/same-namespace", str(BASE), str(test)]
+    result = CliRunner().invoke(validate, args)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith("ok: ")
