@@ -8,6 +8,7 @@ compile or bind is rejected with one log line per error and the running one stay
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -64,6 +65,9 @@ class GatewayRuntime:
                 admin.close()
             return 1
         self.ready = True
+        # Everything loaded so far (modules, models, the snapshot) lives for the whole
+        # process: keep it out of the cyclic collector's full passes.
+        gc.freeze()
         ready_fd = os.environ.pop("MESHGATE_READY_FD", None)
         if ready_fd is not None:  # a supervisor waits for this worker (cli/gateway.py)
             os.write(int(ready_fd), b"1")

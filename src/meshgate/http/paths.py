@@ -15,11 +15,15 @@ merge_slashes with escaped slashes kept:
 
 from __future__ import annotations
 
+import re
+
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 # RFC 3986 pchar plus "/" and "%" (escapes are checked separately).
-_PATH_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=:@/%")
-_QUERY_CHARS = _PATH_CHARS | frozenset(b"?") | frozenset(b"[]{}|^`\"<>\\")
+_PATH_OK = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/%]*")
+# The query is passed on as received; only bytes that cannot appear in a request line
+# (controls, space, DEL, non-ASCII) are refused.
+_QUERY_OK = re.compile(r"[\x21-\x7e]*")
 
 
 class InvalidTarget(ValueError):
@@ -72,11 +76,8 @@ def normalize_path(path: str) -> str:
     """Normalize an origin-form path (no query). Raises InvalidTarget."""
     if not path.startswith("/"):
         raise InvalidTarget("path must start with /")
-    if not path.isascii():
-        raise InvalidTarget("non-ASCII character in path")
-    for b in path.encode("ascii"):
-        if b not in _PATH_CHARS:
-            raise InvalidTarget(f"invalid character {chr(b)!r} in path")
+    if _PATH_OK.fullmatch(path) is None:
+        raise InvalidTarget("invalid character in path")
     if "%" in path:
         path = _decode_escapes(path)
     if "/." in path or "//" in path:
@@ -121,17 +122,33 @@ def split_target(target: str) -> tuple[str, str, str | None]:
     if q == -1:
         return target, "", authority
     query = target[q + 1 :]
-    for b in query.encode("latin-1"):
-        if b <= 0x20 or b >= 0x7F:
-            raise InvalidTarget("invalid character in query")
+    if _QUERY_OK.fullmatch(query) is None:
+        raise InvalidTarget("invalid character in query")
     return target[:q], query, authority
 
 
 _HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=%")
 
 
+_host_cache: dict[str, str | None] = {}
+
+
 def parse_host(authority: str) -> str | None:
-    """Lowercase host without port from a Host value, or None when invalid."""
+    """Lowercase host without port from a Host value, or None when invalid.
+
+    Memoized: a gateway sees few distinct Host values, and this runs per request. The
+    cache stops growing at 4096 entries (a client inventing hosts gets no memory)."""
+    try:
+        return _host_cache[authority]
+    except KeyError:
+        pass
+    host = _parse_host(authority)
+    if len(_host_cache) < 4096:
+        _host_cache[authority] = host
+    return host
+
+
+def _parse_host(authority: str) -> str | None:
     if not authority:
         return None
     if authority[0] == "[":  # IPv6 literal

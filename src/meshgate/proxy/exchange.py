@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import random
-from random import getrandbits
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
 from meshgate.http.headers import Headers
-from meshgate.proxy.context import LocalReply, RequestContext
+from meshgate.proxy.context import LocalReply, RequestContext, ResponseHead
+from meshgate.proxy.heads import decode_fields, response_fields, upstream_request_head
 from meshgate.proxy.errors import (
     DownstreamDisconnected,
     DownstreamProtocolError,
@@ -45,10 +45,6 @@ if TYPE_CHECKING:
     from meshgate.proxy.engine import Engine
     from meshgate.upstream.connection import UpstreamConnection
 
-# Fields that describe one hop and are never forwarded (RFC 9110 7.6.1).
-HOP_BY_HOP = frozenset(
-    ("connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade")
-)
 _BODY_HIGH_WATER = 256 * 1024
 _REPLAY_LIMIT = 64 * 1024  # request bodies up to this are kept for retries and mirrors
 _NO_BODY_STATUS = frozenset((204, 304))
@@ -57,27 +53,6 @@ _NO_BODY_STATUS = frozenset((204, 304))
 _WAIT_NONE = 0
 _WAIT_HEAD = 1
 _WAIT_END = 2
-
-
-def new_request_id() -> str:
-    """A random UUID (version 4 layout) for X-Request-Id; not for secrets."""
-    h = "%032x" % getrandbits(128)
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
-
-
-def _strip_hop_by_hop(items: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    named: set[str] | None = None
-    for n, v in items:
-        if n == "connection":
-            for token in v.split(","):
-                token = token.strip().lower()
-                if token:
-                    if named is None:
-                        named = set()
-                    named.add(token)
-    if named is None:
-        return [p for p in items if p[0] not in HOP_BY_HOP]
-    return [p for p in items if p[0] not in HOP_BY_HOP and p[0] not in named]
 
 
 class Exchange:
@@ -99,8 +74,7 @@ class Exchange:
         "waiting",
         "waiter",
         "resp_status",
-        "resp_reason",
-        "resp_headers",
+        "resp_head",
         "resp_keep_alive",
         "upstream_complete",
         "pending_body",
@@ -145,8 +119,7 @@ class Exchange:
         self.waiting = _WAIT_NONE
         self.waiter: asyncio.Future | None = None
         self.resp_status = 0
-        self.resp_reason = ""
-        self.resp_headers: list[tuple[str, str]] = []
+        self.resp_head = b""  # upstream status line and field lines, raw
         self.resp_keep_alive = False
         self.upstream_complete = False
         self.pending_body: list[bytes] = []
@@ -296,12 +269,9 @@ class Exchange:
 
     # -- upstream events (from UpstreamConnection) ---------------------------------
 
-    def on_upstream_head(
-        self, status: int, reason: str, headers: list[tuple[str, str]], keep_alive: bool
-    ) -> None:
+    def on_upstream_head(self, status: int, raw_head: bytes, keep_alive: bool) -> None:
         self.resp_status = status
-        self.resp_reason = reason
-        self.resp_headers = headers
+        self.resp_head = raw_head
         self.resp_keep_alive = keep_alive
         if self.waiting == _WAIT_HEAD:
             self.waiting = _WAIT_NONE
@@ -571,7 +541,7 @@ class Exchange:
             self.conn = None
             conn.abort()
         self.resp_status = 0
-        self.resp_headers = []
+        self.resp_head = b""
         self.upstream_complete = False
         self.pending_body = []
 
@@ -606,7 +576,7 @@ class Exchange:
     def _send(self, conn: UpstreamConnection) -> None:
         """Write the request head and the body received so far to ``conn``, in one write."""
         self.upstream_attempts += 1
-        data = self._upstream_head()
+        data = upstream_request_head(self.ctx, self.req_chunked, self.req_length)
         retrying = self.upstream_attempts > 1
         chunks = self.replay if retrying else self.body_buf
         if chunks:
@@ -623,49 +593,11 @@ class Exchange:
         self.conn = conn
         conn.send(self, data, self.ctx.method == "HEAD")
 
-    def _upstream_head(self) -> bytes:
-        ctx = self.ctx
-        items = _strip_hop_by_hop(ctx.headers.items())
-        xff = None
-        out: list[str] = [f"{ctx.method} {ctx.target()} HTTP/1.1\r\n"]
-        have_request_id = False
-        for n, v in items:
-            if n == "host":
-                if ctx.upstream_host is not None:
-                    v = ctx.upstream_host
-            elif n == "x-forwarded-for":
-                xff = v if xff is None else xff + ", " + v
-                continue
-            elif n == "x-forwarded-proto" or n == "x-forwarded-host" or n == "content-length":
-                continue
-            elif n == "x-request-id":
-                have_request_id = True
-                ctx.request_id = v
-            out.append(f"{n}: {v}\r\n")
-        if "host" not in ctx.headers:
-            out.append(f"host: {ctx.upstream_host or ctx.authority or 'localhost'}\r\n")
-        out.append(
-            f"x-forwarded-for: {xff + ', ' + ctx.client_ip if xff else ctx.client_ip}\r\n"
-            f"x-forwarded-proto: {ctx.scheme}\r\n"
-        )
-        if ctx.authority:
-            out.append(f"x-forwarded-host: {ctx.authority}\r\n")
-        if not have_request_id:
-            ctx.request_id = new_request_id()
-            out.append(f"x-request-id: {ctx.request_id}\r\n")
-        if self.req_chunked:
-            out.append("transfer-encoding: chunked\r\n\r\n")
-        elif self.req_length:
-            out.append(f"content-length: {self.req_length}\r\n\r\n")
-        else:
-            out.append("\r\n")
-        return "".join(out).encode("latin-1")
-
     def _send_upstream_head(self, flush: bool = True) -> None:
         """Response filters, then the head (and whatever body is already here) downstream."""
         ctx = self.ctx
         status = self.resp_status
-        items = _strip_hop_by_hop(self.resp_headers)
+        reason, fields, has_length, chunked_upstream = response_fields(self.resp_head)
         rule = ctx.rule
         backend = ctx.backend
         if (
@@ -673,42 +605,37 @@ class Exchange:
             or (backend is not None and backend.response_hooks)
             or ctx.response_headers_to_add
         ):
-            from meshgate.proxy.context import ResponseHead
-
-            head = ResponseHead(status, self.resp_reason, Headers(items))
+            head = ResponseHead(status, reason.decode("latin-1"), Headers(decode_fields(fields)))
             self._run_response_hooks(head)
             status = head.status
-            items = head.headers.items()
-            self.resp_reason = head.reason
-        upstream_framed = any(n == "content-length" for n, _ in items)
-        chunked_upstream = any(n == "transfer-encoding" for n, _ in self.resp_headers)
+            reason = head.reason.encode("latin-1")
+            fields = head.headers.encode()
+            has_length = "content-length" in head.headers
         no_body = ctx.method == "HEAD" or status in _NO_BODY_STATUS or status < 200
         keep_alive = self.req_keep_alive and not self.engine.draining
-        lines = [f"HTTP/1.1 {status} {self.resp_reason or reason_phrase(status)}\r\n"]
-        for n, v in items:
-            lines.append(f"{n}: {v}\r\n")
-        if not no_body and not upstream_framed:
+        lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason or reason_phrase(status).encode()), fields]
+        if not no_body and not has_length:
             if chunked_upstream or not self.upstream_complete:
                 if ctx.http_version == "1.1":
                     self.resp_chunked = True
-                    lines.append("transfer-encoding: chunked\r\n")
+                    lines.append(b"transfer-encoding: chunked\r\n")
                 else:
                     keep_alive = False
             else:
-                # Whole body is here already: frame it with a length.
-                n = sum(len(b) for b in self.pending_body)
-                lines.append(f"content-length: {n}\r\n")
+                # The whole body is here already: frame it with a length.
+                lines.append(b"content-length: %d\r\n" % sum(len(b) for b in self.pending_body))
             self.resp_until_close = not chunked_upstream
         if not keep_alive:
-            lines.append("connection: close\r\n")
+            lines.append(b"connection: close\r\n\r\n")
         elif ctx.http_version == "1.0":
-            lines.append("connection: keep-alive\r\n")
-        lines.append("\r\n")
+            lines.append(b"connection: keep-alive\r\n\r\n")
+        else:
+            lines.append(b"\r\n")
         self.downstream_keep_alive = keep_alive
         self.status = status
         self.resp_no_body = no_body
         out = self.out
-        out.append("".join(lines).encode("latin-1"))
+        out.append(b"".join(lines))
         pending = self.pending_body
         if pending and not no_body:
             if self.resp_chunked:
@@ -750,8 +677,6 @@ class Exchange:
             ctx.flag = reply.flag
         headers = Headers(list(reply.headers))
         if ctx.rule is not None or ctx.response_headers_to_add:
-            from meshgate.proxy.context import ResponseHead
-
             head = ResponseHead(reply.status, reason_phrase(reply.status), headers)
             self._run_response_hooks(head)
             status = head.status

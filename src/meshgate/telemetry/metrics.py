@@ -6,6 +6,8 @@ per-request path can afford. /metrics renders Prometheus text format 0.0.4 from 
 
 from __future__ import annotations
 
+from bisect import bisect_left
+
 _BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -29,11 +31,9 @@ class Metrics:
         self.requests[key] = self.requests.get(key, 0) + 1
         h = self.durations.get(route)
         if h is None:
-            h = self.durations[route] = [0] * len(_BUCKETS) + [0.0, 0]
-        for i, bound in enumerate(_BUCKETS):
-            if seconds <= bound:
-                h[i] += 1
-                break
+            # One slot per bucket plus one for "over the last bound", then sum, count.
+            h = self.durations[route] = [0] * (len(_BUCKETS) + 1) + [0.0, 0]
+        h[bisect_left(_BUCKETS, seconds)] += 1
         h[-2] += seconds
         h[-1] += 1
 

@@ -32,8 +32,7 @@ class UpstreamConnection(asyncio.Protocol):
         "owner",
         "closed",
         "idle_since",
-        "_headers",
-        "_reason",
+        "_acc",
         "_head_request",
         "_write_paused",
         "requests",
@@ -47,8 +46,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.owner = None  # the Exchange this connection serves now, or None
         self.closed = False
         self.idle_since = 0.0
-        self._headers: list[tuple[str, str]] = []
-        self._reason = ""
+        self._acc: bytes | None = None  # raw bytes of the response head being read
         self._head_request = False
         self._write_paused = False
         self.requests = 0  # how many requests this connection carried
@@ -64,6 +62,10 @@ class UpstreamConnection(asyncio.Protocol):
             # An idle connection that speaks: the server is closing or misbehaving.
             self.close()
             return
+        if self._acc is not None:
+            # Inside a response head: keep its raw bytes, which the exchange forwards
+            # without a Python call per field.
+            self._acc = data if not self._acc else self._acc + data
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
@@ -99,26 +101,23 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- httptools callbacks -----------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        self._headers = []
-
-    def on_status(self, reason: bytes) -> None:
-        self._reason += reason.decode("latin-1")
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
+    # No on_header / on_status callbacks: the head is taken raw from ``_acc`` once
+    # llhttp has validated it.
 
     def on_headers_complete(self) -> None:
         parser = self.parser
         status = parser.get_status_code()
-        reason, self._reason = self._reason, ""
+        acc = self._acc or b""
+        end = acc.find(b"\r\n\r\n")
         if status < 200:
             # 1xx interim responses (100 Continue, 103 Early Hints) are not passed on;
             # the final response follows on the same connection.
+            self._acc = acc[end + 4 :]
             return
+        self._acc = None
         owner = self.owner
         keep_alive = parser.should_keep_alive()
-        owner.on_upstream_head(status, reason, self._headers, keep_alive)
+        owner.on_upstream_head(status, acc[: end + 2], keep_alive)
         if self._head_request:
             # httptools cannot be told that a HEAD response has no body: end the
             # message here with a fresh parser for the next response (the exchange
@@ -139,6 +138,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def send(self, owner, data: bytes, head_request: bool) -> None:  # noqa: ANN001
         self.owner = owner
+        self._acc = b""
         self._head_request = head_request
         self.requests += 1
         self.transport.write(data)  # type: ignore[union-attr]

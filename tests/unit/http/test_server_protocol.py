@@ -462,11 +462,6 @@ async def test_malformed_request_is_rejected(raw, status):
     assert_rejected(conn, status)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: llhttp reports the upgrade after the head is complete, so the request "
-    "was already handed to the handler (and forwarded); reject() then only closes: no 501",
-)
 @pytest.mark.parametrize(
     "raw",
     [

@@ -1,0 +1,152 @@
+"""Building the message heads the proxy sends: upstream requests, downstream responses.
+
+Both are per-request hot paths. The request head is one pass over ``ctx.headers`` with
+the special names in a frozenset. The response head is never split into fields unless a
+response filter needs ``Headers``: it is forwarded as the upstream sent it, less the
+hop-by-hop lines, cut out with one regex.
+"""
+
+from __future__ import annotations
+
+import os
+from itertools import count
+
+from meshgate.proxy.context import RequestContext
+
+# Fields that describe one hop and are never forwarded (RFC 9110 7.6.1).
+HOP_BY_HOP = frozenset(
+    ("connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade")
+)
+_REQUEST_SPECIAL = HOP_BY_HOP | frozenset(
+    ("host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "content-length", "x-request-id")
+)
+_CONNECTION_OPTIONS = frozenset(("close", "keep-alive"))
+
+# X-Request-Id: UUID-shaped, a random per-process prefix and a counter. Unique across
+# processes and restarts with overwhelming probability, and a format string per request
+# instead of 128 random bits.
+_id_prefix = os.urandom(10).hex()
+_ID_PREFIX = f"{_id_prefix[:8]}-{_id_prefix[8:12]}-4{_id_prefix[13:16]}-a{_id_prefix[17:20]}-"
+_id_counter = count(int.from_bytes(os.urandom(3), "big") << 24)
+
+
+def new_request_id() -> str:
+    return _ID_PREFIX + "%012x" % (next(_id_counter) & 0xFFFFFFFFFFFF)
+
+
+def connection_options(value: str) -> set[str]:
+    """Field names a Connection header lists, beyond close / keep-alive."""
+    return {t.strip().lower() for t in value.split(",")} - _CONNECTION_OPTIONS - {""}
+
+
+def upstream_request_head(ctx: RequestContext, chunked: bool, length: int) -> bytes:
+    """Request line and fields for the upstream: hop-by-hop fields dropped, Host as
+    rewritten, X-Forwarded-For/-Proto/-Host and X-Request-Id set, framing of our own."""
+    out = [f"{ctx.method} {ctx.target()} HTTP/1.1\r\n"]
+    xff = None
+    host_seen = False
+    request_id = None
+    dropped: set[str] | None = None
+    for n, v in ctx.headers.items():
+        if n not in _REQUEST_SPECIAL:
+            out.append(f"{n}: {v}\r\n")
+        elif n == "host":
+            host_seen = True
+            out.append(f"host: {v if ctx.upstream_host is None else ctx.upstream_host}\r\n")
+        elif n == "x-forwarded-for":
+            xff = v if xff is None else xff + ", " + v
+        elif n == "x-request-id":
+            request_id = v
+            out.append(f"{n}: {v}\r\n")
+        elif n == "connection":
+            named = connection_options(v)
+            if named:
+                dropped = named if dropped is None else dropped | named
+    if dropped:
+        keep = [out[0]]
+        for line in out[1:]:
+            if line.split(":", 1)[0] not in dropped:
+                keep.append(line)
+        out = keep
+    if not host_seen:
+        out.append(f"host: {ctx.upstream_host or ctx.authority or 'localhost'}\r\n")
+    if request_id is None:
+        request_id = new_request_id()
+        out.append(f"x-request-id: {request_id}\r\n")
+    ctx.request_id = request_id
+    out.append(
+        f"x-forwarded-for: {ctx.client_ip if xff is None else xff + ', ' + ctx.client_ip}\r\n"
+        f"x-forwarded-proto: {ctx.scheme}\r\n"
+    )
+    if ctx.authority:
+        out.append(f"x-forwarded-host: {ctx.authority}\r\n")
+    if chunked:
+        out.append("transfer-encoding: chunked\r\n\r\n")
+    elif length:
+        out.append(f"content-length: {length}\r\n\r\n")
+    else:
+        out.append("\r\n")
+    return "".join(out).encode("latin-1")
+
+
+# Searched in the lowercased head; a field line always follows a "\n".
+_HOP_MARKERS = tuple(b"\n" + n.encode() + b":" for n in sorted(HOP_BY_HOP))
+
+
+def response_fields(raw_head: bytes) -> tuple[bytes, bytes, bool, bool]:
+    """Split an upstream head (status line and field lines, each ending in CRLF) into
+    (reason, field lines to forward, has Content-Length, was chunked).
+
+    The fields are forwarded byte for byte, less the hop-by-hop lines (and those a
+    Connection header names), found with one substring search per hop-by-hop name in
+    the lowercased head: no Python work per field.
+    """
+    line_end = raw_head.find(b"\r\n")
+    parts = raw_head[:line_end].split(b" ", 2)
+    reason = parts[2] if len(parts) > 2 else b""
+    lower = raw_head.lower()
+    cuts: list[tuple[int, int]] = []
+    chunked = False
+    named: set[str] = set()
+    for marker in _HOP_MARKERS:
+        i = lower.find(marker)
+        while i != -1:
+            j = lower.find(b"\r\n", i)
+            cuts.append((i + 1, j + 2))
+            if marker == b"\ntransfer-encoding:":
+                chunked = True
+            elif marker == b"\nconnection:":
+                value = lower[i + len(marker) : j].strip()
+                if value != b"keep-alive" and value != b"close":
+                    named |= connection_options(value.decode("latin-1"))
+            i = lower.find(marker, j)
+    for name in named:
+        marker = b"\n" + name.encode("latin-1") + b":"
+        i = lower.find(marker)
+        while i != -1:
+            j = lower.find(b"\r\n", i)
+            cuts.append((i + 1, j + 2))
+            i = lower.find(marker, j)
+    start = line_end + 2
+    if not cuts:
+        block = raw_head[start:]
+    else:
+        cuts.sort()
+        pieces = []
+        for a, b in cuts:
+            if a > start:
+                pieces.append(raw_head[start:a])
+            start = max(start, b)
+        pieces.append(raw_head[start:])
+        block = b"".join(pieces)
+    return reason, block, b"\ncontent-length:" in lower, chunked
+
+
+def decode_fields(block: bytes) -> list[tuple[str, str]]:
+    """Field lines (CRLF-terminated) as lowercase-name str pairs for ``Headers``."""
+    pairs = []
+    for line in block.split(b"\r\n"):
+        if line:
+            n, _, v = line.partition(b":")
+            pairs.append((n.decode("latin-1").lower(), v.strip(b" \t").decode("latin-1")))
+    return pairs
