@@ -170,3 +170,20 @@ def _parse_host(authority: str) -> str | None:
         if ch not in _HOST_CHARS:
             return None
     return host.lower()
+
+
+_target_cache: dict[str, tuple[str, str, str | None]] = {}
+
+
+def parse_target(target: str) -> tuple[str, str, str | None]:
+    """(normalized path, query, authority or None) of a request-target, memoized like
+    ``parse_host`` (invalid targets raise InvalidTarget and are not remembered)."""
+    try:
+        return _target_cache[target]
+    except KeyError:
+        pass
+    raw_path, query, authority = split_target(target)
+    parsed = (normalize_path(raw_path), query, authority)
+    if len(_target_cache) < 8192:
+        _target_cache[target] = parsed
+    return parsed

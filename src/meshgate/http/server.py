@@ -23,7 +23,7 @@ import httptools
 
 from meshgate.config.snapshot import Limits
 from meshgate.http.headers import Headers
-from meshgate.http.paths import InvalidTarget, normalize_path, parse_host, split_target
+from meshgate.http.paths import InvalidTarget, parse_host, parse_target
 from meshgate.proxy.context import RequestContext
 from meshgate.proxy.errors import reason_phrase
 
@@ -57,6 +57,7 @@ class ServerProtocol(asyncio.Protocol):
         self._headers: list[tuple[str, str]] = []
         self._header_bytes = 0
         self._host_count = 0
+        self._host = ""
         self._content_length: str | None = None
         self._transfer_encoding: str | None = None
         self._expect_continue = False
@@ -177,6 +178,7 @@ class ServerProtocol(asyncio.Protocol):
         self._headers = []
         self._header_bytes = 0
         self._host_count = 0
+        self._host = ""
         self._content_length = None
         self._transfer_encoding = None
         self._expect_continue = False
@@ -200,6 +202,7 @@ class ServerProtocol(asyncio.Protocol):
         v = value.decode("latin-1")
         if n == "host":
             self._host_count += 1
+            self._host = v
         elif n == "content-length":
             if self._content_length is not None and self._content_length != v:
                 raise BadRequest(400, "conflicting content-length")
@@ -255,7 +258,7 @@ class ServerProtocol(asyncio.Protocol):
         except UnicodeDecodeError:
             raise BadRequest(400, "invalid request-target") from None
         headers = Headers(self._headers)
-        authority = headers.get("host") or ""
+        authority = self._host
         if self._host_count and not authority:
             raise BadRequest(400, "empty host header")
         if method == "CONNECT":
@@ -266,8 +269,7 @@ class ServerProtocol(asyncio.Protocol):
             path, query, target_authority = "*", "", None
         else:
             try:
-                raw_path, query, target_authority = split_target(target)
-                path = normalize_path(raw_path)
+                path, query, target_authority = parse_target(target)
             except InvalidTarget as exc:
                 raise BadRequest(400, str(exc)) from None
         if target_authority is not None:

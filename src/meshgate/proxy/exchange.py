@@ -597,7 +597,7 @@ class Exchange:
         """Response filters, then the head (and whatever body is already here) downstream."""
         ctx = self.ctx
         status = self.resp_status
-        reason, fields, has_length, chunked_upstream = response_fields(self.resp_head)
+        status_line, fields, has_length, chunked_upstream = response_fields(self.resp_head)
         rule = ctx.rule
         backend = ctx.backend
         if (
@@ -605,15 +605,20 @@ class Exchange:
             or (backend is not None and backend.response_hooks)
             or ctx.response_headers_to_add
         ):
-            head = ResponseHead(status, reason.decode("latin-1"), Headers(decode_fields(fields)))
+            reason = status_line[13:].decode("latin-1")
+            head = ResponseHead(status, reason, Headers(decode_fields(fields)))
             self._run_response_hooks(head)
-            status = head.status
-            reason = head.reason.encode("latin-1")
+            if head.status != status or head.reason != reason:
+                status = head.status
+                status_line = b"HTTP/1.1 %d %s" % (
+                    status,
+                    (head.reason or reason_phrase(status)).encode("latin-1"),
+                )
             fields = head.headers.encode()
             has_length = "content-length" in head.headers
         no_body = ctx.method == "HEAD" or status in _NO_BODY_STATUS or status < 200
         keep_alive = self.req_keep_alive and not self.engine.draining
-        lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason or reason_phrase(status).encode()), fields]
+        lines = [status_line, b"\r\n", fields]
         if not no_body and not has_length:
             if chunked_upstream or not self.upstream_complete:
                 if ctx.http_version == "1.1":

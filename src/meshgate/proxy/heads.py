@@ -27,11 +27,11 @@ _CONNECTION_OPTIONS = frozenset(("close", "keep-alive"))
 # instead of 128 random bits.
 _id_prefix = os.urandom(10).hex()
 _ID_PREFIX = f"{_id_prefix[:8]}-{_id_prefix[8:12]}-4{_id_prefix[13:16]}-a{_id_prefix[17:20]}-"
-_id_counter = count(int.from_bytes(os.urandom(3), "big") << 24)
+_id_counter = count(int.from_bytes(os.urandom(3), "big") << 24)  # 48 bits: never wraps in practice
 
 
 def new_request_id() -> str:
-    return _ID_PREFIX + "%012x" % (next(_id_counter) & 0xFFFFFFFFFFFF)
+    return _ID_PREFIX + "%012x" % next(_id_counter)
 
 
 def connection_options(value: str) -> set[str]:
@@ -89,57 +89,66 @@ def upstream_request_head(ctx: RequestContext, chunked: bool, length: int) -> by
     return "".join(out).encode("latin-1")
 
 
-# Searched in the lowercased head; a field line always follows a "\n".
-_HOP_MARKERS = tuple(b"\n" + n.encode() + b":" for n in sorted(HOP_BY_HOP))
+# Searched in the lowercased head; a field line always follows a "\n". The most
+# common first.
+_HOP_MARKERS = tuple(
+    b"\n" + n + b":"
+    for n in (b"connection", b"transfer-encoding", b"keep-alive", b"te", b"trailer",
+              b"upgrade", b"proxy-connection")
+)
 
 
 def response_fields(raw_head: bytes) -> tuple[bytes, bytes, bool, bool]:
     """Split an upstream head (status line and field lines, each ending in CRLF) into
-    (reason, field lines to forward, has Content-Length, was chunked).
+    (status line to send, field lines to forward, has Content-Length, was chunked).
 
     The fields are forwarded byte for byte, less the hop-by-hop lines (and those a
-    Connection header names), found with one substring search per hop-by-hop name in
-    the lowercased head: no Python work per field.
+    Connection header names), found by substring search in the lowercased head: no
+    Python work per field. The status line keeps the upstream's reason phrase and
+    says HTTP/1.1, the version we speak downstream.
     """
     line_end = raw_head.find(b"\r\n")
-    parts = raw_head[:line_end].split(b" ", 2)
-    reason = parts[2] if len(parts) > 2 else b""
+    status_line = raw_head[:line_end]
+    if not status_line.startswith(b"HTTP/1.1 "):
+        status_line = b"HTTP/1.1" + status_line[8:]
     lower = raw_head.lower()
-    cuts: list[tuple[int, int]] = []
+    start = line_end + 2
     chunked = False
-    named: set[str] = set()
-    for marker in _HOP_MARKERS:
+    named: set[str] | None = None
+    cuts = None
+    for marker in _HOP_MARKERS:  # substring searches beat one regex scan here
         i = lower.find(marker)
         while i != -1:
-            j = lower.find(b"\r\n", i)
-            cuts.append((i + 1, j + 2))
+            j = lower.find(b"\r\n", i + 1) + 2
+            if cuts is None:
+                cuts = []
+            cuts.append((i + 1, j))
             if marker == b"\ntransfer-encoding:":
                 chunked = True
             elif marker == b"\nconnection:":
-                value = lower[i + len(marker) : j].strip()
+                value = lower[i + 12 : j - 2].strip()
                 if value != b"keep-alive" and value != b"close":
-                    named |= connection_options(value.decode("latin-1"))
-            i = lower.find(marker, j)
-    for name in named:
-        marker = b"\n" + name.encode("latin-1") + b":"
-        i = lower.find(marker)
-        while i != -1:
-            j = lower.find(b"\r\n", i)
-            cuts.append((i + 1, j + 2))
-            i = lower.find(marker, j)
-    start = line_end + 2
-    if not cuts:
-        block = raw_head[start:]
-    else:
+                    extra = connection_options(value.decode("latin-1"))
+                    named = extra if named is None else named | extra
+            i = lower.find(marker, j - 2)
+    pieces = None
+    if cuts is not None:
         cuts.sort()
         pieces = []
-        for a, b in cuts:
-            if a > start:
-                pieces.append(raw_head[start:a])
-            start = max(start, b)
-        pieces.append(raw_head[start:])
-        block = b"".join(pieces)
-    return reason, block, b"\ncontent-length:" in lower, chunked
+        for i, j in cuts:
+            pieces.append(raw_head[start:i])
+            start = j
+    if pieces is None:
+        return status_line, raw_head[start:], b"\ncontent-length:" in lower, False
+    pieces.append(raw_head[start:])
+    block = b"".join(pieces)
+    if named:
+        block = b"".join(
+            line + b"\r\n"
+            for line in block.split(b"\r\n")
+            if line and line.split(b":", 1)[0].strip().lower().decode("latin-1") not in named
+        )
+    return status_line, block, b"\ncontent-length:" in lower, chunked
 
 
 def decode_fields(block: bytes) -> list[tuple[str, str]]:
