@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import hashlib
 import re
+import json
 import socket
+import tempfile
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
 from harness import (
+    wait_until,
     EchoServer,
     Gateway,
     free_port,
@@ -71,8 +75,10 @@ def gateway(echo_mod, dead_port):
             ],
         )
     )
-    with Gateway(docs) as gw:
+    access_log = tempfile.mktemp(prefix="meshgate-access-", suffix=".log")
+    with Gateway(docs, extra_args=["--access-log", access_log]) as gw:
         gw.listener_port = port
+        gw.access_log = Path(access_log)
         yield gw
 
 
@@ -306,3 +312,31 @@ def test_admin_endpoints(gateway, base) -> None:
         m = re.search(r'meshgate_http_requests_total\{[^}]*code="200"[^}]*route="default/route"[^}]*\} (\d+)', metrics.text)
     assert m and float(m.group(1)) >= 1, metrics.text[:2000]
     assert re.search(r'meshgate_http_requests_total\{[^}]*code="404"', metrics.text), "404s not counted"
+
+
+# --------------------------------------------------------------------------- access log
+
+
+def test_access_log_records_each_outcome_with_its_response_flag(gateway, base) -> None:
+    tag = uuid.uuid4().hex
+    assert httpx.get(f"{base}/app/log-{tag}").status_code == 200
+    assert httpx.get(f"{base}/nowhere-{tag}").status_code == 404
+    assert httpx.get(f"{base}/dead/log-{tag}").status_code == 503
+    raw, _ = raw_request(gateway.listener_port, b"GET /x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
+    assert raw.startswith(b"HTTP/1.1 400")
+
+    def records():
+        lines = gateway.access_log.read_text().splitlines() if gateway.access_log.exists() else []
+        found = [json.loads(line) for line in lines]
+        mine = {r["path"]: r for r in found if tag in r.get("path", "")}
+        rejected = [r for r in found if r["status"] == 400 and r["response_flags"] == "DPE"]
+        return (mine, rejected) if len(mine) == 3 and rejected else None
+
+    mine, rejected = wait_until(records, 5, what="access log lines")
+    ok, missing, dead = mine[f"/app/log-{tag}"], mine[f"/nowhere-{tag}"], mine[f"/dead/log-{tag}"]
+    assert ok["status"] == 200 and ok["response_flags"] == "" and ok["route"] == "default/route"
+    assert ok["upstream_host"].startswith("127.0.0.1:") and ok["request_id"]
+    assert ok["method"] == "GET" and ok["protocol"] == "HTTP/1.1" and ok["bytes_sent"] > 0
+    assert missing["status"] == 404 and missing["response_flags"] == "NR" and missing["route"] is None
+    assert dead["status"] == 503 and dead["response_flags"] == "UF"
+    assert rejected[-1]["client_address"] == "127.0.0.1"

@@ -34,6 +34,7 @@ log = logging.getLogger("meshgate.gateway")
 @click.option("--idle-timeout", default=60.0, show_default=True, type=float, help="Seconds a keep-alive connection may idle.")
 @click.option("--drain-timeout", default=20.0, show_default=True, type=float, help="Seconds to finish in-flight requests on SIGTERM.")
 @click.option("--watch-interval", default=1.0, show_default=True, type=float, help="Seconds between config file checks.")
+@click.option("--access-log", default=None, metavar="PATH", help="JSON-lines access log to PATH ('-' for stdout); off by default.")
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--worker-index", default=-1, type=int, hidden=True)
 def gateway(
@@ -48,6 +49,7 @@ def gateway(
     idle_timeout: float,
     drain_timeout: float,
     watch_interval: float,
+    access_log: str | None,
     log_level: str,
     worker_index: int,
 ) -> None:
@@ -75,6 +77,7 @@ def gateway(
         limits=limits,
         reuse_port=workers > 1 or worker_index >= 0,
         watch_interval=watch_interval,
+        access_log=access_log,
     )
     import uvloop
 

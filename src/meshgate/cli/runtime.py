@@ -20,6 +20,7 @@ from meshgate.config.snapshot import Limits
 from meshgate.config.source import build_snapshot, fingerprint
 from meshgate.proxy.admin import AdminServer
 from meshgate.proxy.engine import Engine
+from meshgate.telemetry.access_log import AccessLog
 
 log = logging.getLogger("meshgate.gateway")
 
@@ -34,6 +35,7 @@ class GatewayRuntime:
         limits: Limits,
         reuse_port: bool,
         watch_interval: float,
+        access_log: str | None = None,
     ) -> None:
         self.paths = list(paths)
         self.bind = bind
@@ -42,6 +44,7 @@ class GatewayRuntime:
         self.limits = limits
         self.reuse_port = reuse_port
         self.watch_interval = watch_interval
+        self.access_log_path = access_log
         self.ready = False
         self.last_error: str | None = None
         self.last_reload_at: float | None = None
@@ -51,7 +54,8 @@ class GatewayRuntime:
         return {"ready": self.ready, "last_error": self.last_error, "at": self.last_reload_at}
 
     async def run(self) -> int:
-        self.engine = engine = Engine(bind=self.bind, reuse_port=self.reuse_port)
+        access_log = AccessLog(self.access_log_path) if self.access_log_path else None
+        self.engine = engine = Engine(bind=self.bind, reuse_port=self.reuse_port, access_log=access_log)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)

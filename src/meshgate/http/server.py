@@ -62,6 +62,8 @@ class ServerProtocol(asyncio.Protocol):
         self._transfer_encoding: str | None = None
         self._expect_continue = False
         self._receiving = None  # the exchange whose body is arriving
+        # A malformed request that follows good pipelined ones: answered after them.
+        self._deferred_error: tuple[int, str] | None = None
         # In-flight and queued exchanges, answered in order
         self.current = None
         self.pending: deque = deque()
@@ -92,7 +94,7 @@ class ServerProtocol(asyncio.Protocol):
             self._drain_waiter.set_result(None)
 
     def data_received(self, data: bytes) -> None:
-        if self.closing:
+        if self.closing or self._deferred_error is not None:
             return
         try:
             self.parser.feed_data(data)
@@ -345,6 +347,8 @@ class ServerProtocol(asyncio.Protocol):
                 self.resume_reading("pipeline")
             self.current = nxt
             nxt.start()
+        elif self._deferred_error is not None:
+            self._write_error(*self._deferred_error)
         elif self._receiving is None:
             self._arm_timer("idle", self.limits.idle_timeout)
 
@@ -357,9 +361,16 @@ class ServerProtocol(asyncio.Protocol):
             return
         self.handler.on_rejected(self, status, detail)
         current = self.current
-        if current is not None and current is not self._receiving:
-            # A response is in progress for an earlier request: cut the line.
-            self.close()
+        receiving = self._receiving
+        if current is not None and current is not receiving:
+            # Earlier pipelined requests were fine: answer them first, in order, then
+            # this error, then close. Nothing after the bad bytes is parsed.
+            if receiving is not None and receiving in self.pending:
+                self.pending.remove(receiving)
+                receiving.on_downstream_lost()
+            self._receiving = None
+            self._deferred_error = (status, detail)
+            self.pause_reading("rejected")
             return
         if current is not None:
             # Its body turned out malformed: the exchange stops its upstream request
@@ -369,6 +380,9 @@ class ServerProtocol(asyncio.Protocol):
                 return
             self.close()
             return
+        self._write_error(status, detail)
+
+    def _write_error(self, status: int, detail: str) -> None:
         body = (detail + "\n").encode()
         self.transport.write(  # type: ignore[union-attr]
             b"HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\n"

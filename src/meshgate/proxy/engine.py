@@ -19,6 +19,7 @@ from meshgate.http.server import ServerProtocol
 from meshgate.proxy.context import RequestContext
 from meshgate.proxy.errors import ProxyError
 from meshgate.proxy.exchange import Exchange
+from meshgate.telemetry.access_log import AccessLog
 from meshgate.telemetry.metrics import Metrics
 from meshgate.upstream.pool import UpstreamRegistry
 
@@ -26,7 +27,9 @@ log = logging.getLogger("meshgate.engine")
 
 
 class Engine:
-    def __init__(self, bind: str = "0.0.0.0", reuse_port: bool = False) -> None:
+    def __init__(
+        self, bind: str = "0.0.0.0", reuse_port: bool = False, access_log: AccessLog | None = None
+    ) -> None:
         self.loop = asyncio.get_event_loop()
         self.bind = bind
         self.reuse_port = reuse_port
@@ -39,6 +42,7 @@ class Engine:
         self.limits = Limits()
         self._sweeper: asyncio.TimerHandle | None = None
         self._sweeps = 0
+        self.access_log = access_log
 
     # -- config --------------------------------------------------------------------
 
@@ -85,6 +89,8 @@ class Engine:
         for proto in list(self.connections):
             proto.check_deadline(now)
         self._sweeps += 1
+        if self.access_log is not None:
+            self.access_log.flush()
         if self._sweeps % 20 == 0:
             self.upstreams.sweep_idle()
         self._sweeper = self.loop.call_later(0.25, self._schedule_sweep)
@@ -123,17 +129,18 @@ class Engine:
 
     def on_rejected(self, proto: ServerProtocol, status: int, detail: str) -> None:
         self.metrics.count_request("", status)
+        if self.access_log is not None:
+            self.access_log.log_rejected(proto.client_ip, status, detail)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("rejected request from %s: %d %s", proto.client_ip, status, detail)
 
     def on_exchange_done(self, exchange: Exchange, error: ProxyError | None) -> None:
         ctx = exchange.ctx
         rule = ctx.rule
-        self.metrics.observe(
-            rule.route if rule is not None else "",
-            exchange.status,
-            time.monotonic() - ctx.start_time,
-        )
+        now = time.monotonic()
+        self.metrics.observe(rule.route if rule is not None else "", exchange.status, now - ctx.start_time)
+        if self.access_log is not None:
+            self.access_log.log_exchange(exchange, now)
 
     def log_exception(self, ctx: RequestContext, exc: BaseException) -> None:
         log.error(
@@ -170,3 +177,5 @@ class Engine:
             self._sweeper = None
         for pool in self.upstreams.pools.values():
             pool.close_idle()
+        if self.access_log is not None:
+            self.access_log.close()

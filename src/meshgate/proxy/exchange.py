@@ -90,6 +90,7 @@ class Exchange:
         "task",
         "finished",
         "upstream_attempts",
+        "upstream",
     )
 
     def __init__(
@@ -135,6 +136,7 @@ class Exchange:
         self.task: asyncio.Task | None = None
         self.finished = False
         self.upstream_attempts = 0
+        self.upstream = None  # the Endpoint of the last attempt, for the access log
 
     # -- downstream events (from ServerProtocol) -----------------------------------
 
@@ -591,6 +593,7 @@ class Exchange:
             self.body_buf_len = 0
             self.proto.resume_reading("body")
         self.conn = conn
+        self.upstream = conn.pool.endpoint
         conn.send(self, data, self.ctx.method == "HEAD")
 
     def _send_upstream_head(self, flush: bool = True) -> None:

@@ -519,12 +519,17 @@ async def test_rejection_body_says_why():
     assert b"host" in body.lower()
 
 
-async def test_a_rejected_request_after_a_good_one_never_reaches_the_handler():
+async def test_a_bad_request_after_a_good_one_is_answered_after_it():
     conn = Conn()
     conn.feed(GET + b"BAD REQUEST\r\n\r\n")
-    assert len(conn.exchanges) == 1
-    assert conn.transport.closed
+    assert len(conn.exchanges) == 1  # the bad one never reaches the handler
     assert [s for s, _ in conn.handler.rejected] == [400]
+    assert not conn.transport.closed  # the good one is still being answered
+    conn.exchanges[0].respond(b"first")
+    # In order: the good request's response, then the 400, then the close.
+    assert re.findall(rb"HTTP/1.1 (\d+)", conn.out) == [b"200", b"400"]
+    assert b"first" in conn.out.split(b"HTTP/1.1 400")[0]
+    assert conn.transport.closed
 
 
 async def test_malformed_chunked_body_aborts_the_exchange_with_400():
