@@ -278,7 +278,15 @@ class Managed:
                         pass
 
 
-def launch(name: str, argv: list[str], workdir: Path, env: dict[str, str] | None = None) -> Managed:
+# CPU placement (see run.py --pin): role -> CPUs. Empty: the scheduler decides.
+CPUS: dict[str, set[int]] = {}
+
+
+def launch(
+    name: str, argv: list[str], workdir: Path, env: dict[str, str] | None = None, role: str = "load"
+) -> Managed:
+    """Start ``argv``; with --pin, on the CPUs of its role ("proxy" or "load")."""
+    cpus = CPUS.get(role)
     log_path = workdir / f"{name}.log"
     log = open(log_path, "wb")  # noqa: SIM115 (child keeps it; closed after Popen)
     try:
@@ -290,6 +298,7 @@ def launch(name: str, argv: list[str], workdir: Path, env: dict[str, str] | None
             cwd=workdir,
             env=env,
             start_new_session=True,
+            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
         )
     finally:
         log.close()

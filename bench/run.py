@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from peers import (  # noqa: E402
     BODY,
+    CPUS,
     PROXIES,
     ROOT,
     Managed,
@@ -110,6 +111,8 @@ def parse_wrk(out: str) -> WrkResult:
 
 def run_wrk(wrk: str, url: str, duration: int, connections: int, threads: int) -> WrkResult:
     argv = [wrk, f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", url]
+    if CPUS.get("load"):
+        argv = ["taskset", "-c", ",".join(map(str, sorted(CPUS["load"]))), *argv]
     r = subprocess.run(
         argv, capture_output=True, text=True, timeout=duration + 60, stdin=subprocess.DEVNULL
     )
@@ -200,7 +203,7 @@ def run_proxy(
     while admin_port == port:
         admin_port = free_port()
     argv = spec.argv(binary, workdir, port, upstream_port, admin_port, args.workers)
-    proc = launch(name, argv, workdir)
+    proc = launch(name, argv, workdir, role="proxy")
     started.append(proc)
     try:
         url = f"http://127.0.0.1:{port}/"
@@ -308,7 +311,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--python-upstream", action="store_true", help="use the uvloop upstream even if nginx exists")
     ap.add_argument("--keep-tmp", action="store_true", help="keep the temp dir with configs and logs")
+    ap.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="let the scheduler place processes (default: the proxy gets the last CPU to itself, "
+        "wrk and the upstream share the others, so every proxy is measured the same way)",
+    )
     args = ap.parse_args(argv)
+    ncpu = len(os.sched_getaffinity(0))
+    if not args.no_pin and ncpu >= 2 and args.workers < ncpu:
+        cpus = sorted(os.sched_getaffinity(0))
+        CPUS["proxy"] = set(cpus[-args.workers :])
+        CPUS["load"] = set(cpus[: -args.workers])
 
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = [s for s in only if s not in PROXIES]
@@ -333,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         "duration_s": args.duration,
         "warmup_s": args.warmup,
         "connections": args.connections,
+        "cpus": {role: sorted(c) for role, c in CPUS.items()},
         "wrk_threads": args.threads,
         "workers": args.workers,
         "cpus": os.cpu_count(),

@@ -322,3 +322,18 @@ class Snapshot:
     limits: Limits = field(default_factory=Limits)
     # JSON-able view of the inputs and the compiled tables, for /config_dump.
     dump: dict[str, Any] = field(default_factory=dict)
+    # (port, host) -> (listener, table): the two most-specific-host lookups memoized,
+    # bounded so that clients inventing Host values cannot grow it.
+    route_cache: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def tables_for(self, port: int, host: str) -> tuple[ListenerRoutes | None, RuleTable | None]:
+        key = (port, host)
+        hit = self.route_cache.get(key)
+        if hit is not None:
+            return hit
+        router = self.ports.get(port)
+        listener = router.select(host) if router is not None else None
+        table = listener.hosts_for(host) if listener is not None else None
+        if len(self.route_cache) < 4096:
+            self.route_cache[key] = (listener, table)
+        return listener, table

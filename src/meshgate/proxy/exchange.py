@@ -429,9 +429,7 @@ class Exchange:
 
     def route(self) -> LocalReply | None:
         ctx = self.ctx
-        router = self.snapshot.ports.get(ctx.listener_port)
-        listener = router.select(ctx.host) if router is not None else None
-        table = listener.hosts_for(ctx.host) if listener is not None else None
+        listener, table = self.snapshot.tables_for(ctx.listener_port, ctx.host)
         if table is None:
             raise NoRoute()
         query = None
