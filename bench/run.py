@@ -32,7 +32,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -347,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         "duration_s": args.duration,
         "warmup_s": args.warmup,
         "connections": args.connections,
-        "cpus": {role: sorted(c) for role, c in CPUS.items()},
+        "pinned": {role: sorted(c) for role, c in CPUS.items()},
         "wrk_threads": args.threads,
         "workers": args.workers,
         "cpus": os.cpu_count(),

@@ -7,7 +7,6 @@ itself. Worker 0 also serves the admin listener.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import signal

@@ -22,7 +22,6 @@ from urllib.parse import parse_qs
 
 from meshgate.http.headers import Headers
 from meshgate.proxy.context import LocalReply, RequestContext, ResponseHead
-from meshgate.proxy.heads import decode_fields, response_fields, upstream_request_head
 from meshgate.proxy.errors import (
     DownstreamDisconnected,
     DownstreamProtocolError,
@@ -31,13 +30,13 @@ from meshgate.proxy.errors import (
     NoRoute,
     PayloadTooLarge,
     ProxyError,
-    RequestTimeout,
     UpstreamProtocolError,
     UpstreamReset,
-    UpstreamTimeout,
     local_reply_for,
     reason_phrase,
 )
+from meshgate.proxy.heads import decode_fields, response_fields, upstream_request_head
+from meshgate.proxy.retrying import _WAIT_END, _WAIT_HEAD, _WAIT_NONE, CoroutinePath
 
 if TYPE_CHECKING:
     from meshgate.config.snapshot import Snapshot
@@ -49,13 +48,9 @@ _BODY_HIGH_WATER = 256 * 1024
 _REPLAY_LIMIT = 64 * 1024  # request bodies up to this are kept for retries and mirrors
 _NO_BODY_STATUS = frozenset((204, 304))
 
-# Waiting states of the exchange's coroutine.
-_WAIT_NONE = 0
-_WAIT_HEAD = 1
-_WAIT_END = 2
 
 
-class Exchange:
+class Exchange(CoroutinePath):
     __slots__ = (
         "engine",
         "proto",
@@ -348,37 +343,6 @@ class Exchange:
             self.flush_response()
             self._finish(None)
 
-    # -- the request's coroutine ---------------------------------------------------
-
-    async def run(self) -> None:
-        ctx = self.ctx
-        error: ProxyError | None = None
-        try:
-            reply = await self.apply_request_filters()
-            if reply is None:
-                rule = ctx.rule
-                if rule.timeout_request is not None:  # type: ignore[union-attr]
-                    try:
-                        async with asyncio.timeout(rule.timeout_request):  # type: ignore[union-attr]
-                            await self.forward()
-                    except TimeoutError:
-                        raise RequestTimeout() from None
-                else:
-                    await self.forward()
-            else:
-                self.send_local(reply)
-        except ProxyError as exc:
-            error = exc
-            self._answer_error(exc)
-        except asyncio.CancelledError:
-            error = DownstreamDisconnected()
-        except Exception as exc:  # a bug: answer 500 once, here, and say why in the log
-            self.engine.log_exception(ctx, exc)
-            error = ProxyError()
-            self._answer_error(error)
-        finally:
-            self._finish(error)
-
     def _answer_error(self, error: ProxyError) -> None:
         conn = self.conn
         if conn is not None:
@@ -444,21 +408,6 @@ class Exchange:
         ctx.listener = listener.listener  # type: ignore[union-attr]
         return None
 
-    async def apply_request_filters(self) -> LocalReply | None:
-        ctx = self.ctx
-        rule = ctx.rule
-        for hook, is_async in rule.request_hooks:  # type: ignore[union-attr]
-            reply = await hook(ctx) if is_async else hook(ctx)
-            if reply is not None:
-                return reply
-        backend = self._pick_backend()
-        for hook, is_async in backend.request_hooks:
-            reply = await hook(ctx) if is_async else hook(ctx)
-            if reply is not None:
-                return reply
-        self._before_upstream()
-        return None
-
     def _pick_backend(self):  # noqa: ANN202
         ctx = self.ctx
         rule = ctx.rule
@@ -493,85 +442,6 @@ class Exchange:
             self.proto.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         if ctx.mirrors and self.body_done:
             self.engine.send_mirrors(self)
-
-    # -- upstream ------------------------------------------------------------------
-
-    async def forward(self) -> None:
-        ctx = self.ctx
-        rule = ctx.rule
-        retry = rule.retry  # type: ignore[union-attr]
-        balancer = self.engine.upstreams.balancer(ctx.backend.cluster)  # type: ignore[union-attr]
-        if balancer is None:
-            raise NoHealthyUpstream()
-        per_try = rule.timeout_backend  # type: ignore[union-attr]
-        attempts_left = retry.attempts if retry is not None else 0
-        backoff = retry.backoff if retry is not None else 0.0
-        while True:
-            try:
-                if per_try is not None:
-                    try:
-                        async with asyncio.timeout(per_try):
-                            retry_status = await self._attempt(balancer, retry)
-                    except TimeoutError:
-                        raise UpstreamTimeout() from None
-                else:
-                    retry_status = await self._attempt(balancer, retry)
-                if retry_status is None:
-                    return
-                # A retriable status arrived and a retry is possible: drop this try.
-            except ProxyError as exc:
-                if not (exc.retryable and attempts_left > 0 and self._can_replay()):
-                    raise
-            attempts_left -= 1
-            self._reset_attempt()
-            if backoff:
-                await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
-                backoff = min(backoff * 2, retry.backoff * 10)  # type: ignore[union-attr]
-
-    def _can_replay(self) -> bool:
-        if self.head_sent:
-            return False
-        if not (self.req_chunked or self.req_length):
-            return True
-        return self.replay is not None
-
-    def _reset_attempt(self) -> None:
-        conn = self.conn
-        if conn is not None:
-            self.conn = None
-            conn.abort()
-        self.resp_status = 0
-        self.resp_head = b""
-        self.upstream_complete = False
-        self.pending_body = []
-
-    async def _attempt(self, balancer, retry) -> int | None:  # noqa: ANN001
-        """One try upstream. Returns a status to retry on, or None when answered."""
-        ctx = self.ctx
-        pool = balancer.pick()
-        conn = await pool.acquire()
-        if self.finished:
-            conn.release(True)
-            raise DownstreamDisconnected()
-        loop = self.engine.loop
-        self.waiter = loop.create_future()
-        self.waiting = _WAIT_HEAD
-        self._send(conn)
-        await self.waiter
-        status = self.resp_status
-        if (
-            retry is not None
-            and status in retry.codes
-            and self.upstream_attempts <= retry.attempts
-            and self._can_replay()
-        ):
-            return status
-        self._send_upstream_head()
-        if not self.upstream_complete:
-            self.waiter = loop.create_future()
-            self.waiting = _WAIT_END
-            await self.waiter
-        return None
 
     def _send(self, conn: UpstreamConnection) -> None:
         """Write the request head and the body received so far to ``conn``, in one write."""

@@ -1,0 +1,163 @@
+"""The coroutine path of an exchange: retries, timeouts and async filters.
+
+Most exchanges never come here: ``Exchange.start()`` runs a rule with none of these in
+socket callbacks. A rule with ``timeouts``, a ``retry`` policy or an ``async`` filter
+gets a task that runs ``run()``: request filters (awaiting what needs awaiting), then
+upstream attempts under the per-try and whole-request deadlines, replaying the
+request on a retriable failure or status while no response byte has reached the
+client. Retries replay only the upstream part; filters do not run again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import TYPE_CHECKING
+
+from meshgate.proxy.errors import (
+    DownstreamDisconnected,
+    NoHealthyUpstream,
+    ProxyError,
+    RequestTimeout,
+    UpstreamTimeout,
+)
+
+if TYPE_CHECKING:
+    from meshgate.proxy.context import LocalReply
+
+# What the exchange's coroutine is waiting for (socket callbacks resolve its future).
+_WAIT_NONE = 0
+_WAIT_HEAD = 1
+_WAIT_END = 2
+
+
+class CoroutinePath:
+    """Mixed into ``Exchange``; uses its state and socket-side methods."""
+
+    __slots__ = ()
+
+    # -- the request's coroutine ---------------------------------------------------
+
+    async def run(self) -> None:
+        ctx = self.ctx
+        error: ProxyError | None = None
+        try:
+            reply = await self.apply_request_filters()
+            if reply is None:
+                rule = ctx.rule
+                if rule.timeout_request is not None:  # type: ignore[union-attr]
+                    try:
+                        async with asyncio.timeout(rule.timeout_request):  # type: ignore[union-attr]
+                            await self.forward()
+                    except TimeoutError:
+                        raise RequestTimeout() from None
+                else:
+                    await self.forward()
+            else:
+                self.send_local(reply)
+        except ProxyError as exc:
+            error = exc
+            self._answer_error(exc)
+        except asyncio.CancelledError:
+            error = DownstreamDisconnected()
+        except Exception as exc:  # a bug: answer 500 once, here, and say why in the log
+            self.engine.log_exception(ctx, exc)
+            error = ProxyError()
+            self._answer_error(error)
+        finally:
+            self._finish(error)
+
+
+    async def apply_request_filters(self) -> LocalReply | None:
+        ctx = self.ctx
+        rule = ctx.rule
+        for hook, is_async in rule.request_hooks:  # type: ignore[union-attr]
+            reply = await hook(ctx) if is_async else hook(ctx)
+            if reply is not None:
+                return reply
+        backend = self._pick_backend()
+        for hook, is_async in backend.request_hooks:
+            reply = await hook(ctx) if is_async else hook(ctx)
+            if reply is not None:
+                return reply
+        self._before_upstream()
+        return None
+
+
+    # -- upstream ------------------------------------------------------------------
+
+    async def forward(self) -> None:
+        ctx = self.ctx
+        rule = ctx.rule
+        retry = rule.retry  # type: ignore[union-attr]
+        balancer = self.engine.upstreams.balancer(ctx.backend.cluster)  # type: ignore[union-attr]
+        if balancer is None:
+            raise NoHealthyUpstream()
+        per_try = rule.timeout_backend  # type: ignore[union-attr]
+        attempts_left = retry.attempts if retry is not None else 0
+        backoff = retry.backoff if retry is not None else 0.0
+        while True:
+            try:
+                if per_try is not None:
+                    try:
+                        async with asyncio.timeout(per_try):
+                            retry_status = await self._attempt(balancer, retry)
+                    except TimeoutError:
+                        raise UpstreamTimeout() from None
+                else:
+                    retry_status = await self._attempt(balancer, retry)
+                if retry_status is None:
+                    return
+                # A retriable status arrived and a retry is possible: drop this try.
+            except ProxyError as exc:
+                if not (exc.retryable and attempts_left > 0 and self._can_replay()):
+                    raise
+            attempts_left -= 1
+            self._reset_attempt()
+            if backoff:
+                await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
+                backoff = min(backoff * 2, retry.backoff * 10)  # type: ignore[union-attr]
+
+    def _can_replay(self) -> bool:
+        if self.head_sent:
+            return False
+        if not (self.req_chunked or self.req_length):
+            return True
+        return self.replay is not None
+
+    def _reset_attempt(self) -> None:
+        conn = self.conn
+        if conn is not None:
+            self.conn = None
+            conn.abort()
+        self.resp_status = 0
+        self.resp_head = b""
+        self.upstream_complete = False
+        self.pending_body = []
+
+    async def _attempt(self, balancer, retry) -> int | None:  # noqa: ANN001
+        """One try upstream. Returns a status to retry on, or None when answered."""
+        pool = balancer.pick()
+        conn = await pool.acquire()
+        if self.finished:
+            conn.release(True)
+            raise DownstreamDisconnected()
+        loop = self.engine.loop
+        self.waiter = loop.create_future()
+        self.waiting = _WAIT_HEAD
+        self._send(conn)
+        await self.waiter
+        status = self.resp_status
+        if (
+            retry is not None
+            and status in retry.codes
+            and self.upstream_attempts <= retry.attempts
+            and self._can_replay()
+        ):
+            return status
+        self._send_upstream_head()
+        if not self.upstream_complete:
+            self.waiter = loop.create_future()
+            self.waiting = _WAIT_END
+            await self.waiter
+        return None
