@@ -27,8 +27,7 @@ import yaml
 from echo_server import pattern_bytes  # noqa: F401 - re-exported: the download body
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SHARED = REPO_ROOT.parent / "shared"
-CONFORMANCE_DIR = SHARED / "conformance" / "manifests"
+CONFORMANCE_DIR = REPO_ROOT / "tests" / "conformance" / "manifests"
 ECHO_SERVER = Path(__file__).with_name("echo_server.py")
 LOCALHOST = "127.0.0.1"
 
