@@ -257,3 +257,26 @@ def test_two_workers_both_serve_and_reload(two_backends) -> None:
 
         wait_until(all_green, 10, interval=0.1, what="both workers to serve the new config")
         assert gw.stop(timeout=15) == 0
+
+
+def test_two_workers_one_scrape_counts_every_request(two_backends) -> None:
+    blue, _ = two_backends
+    port = free_port()
+    with Gateway(config_to(port, blue), workers=2) as gw:
+        sent = 60
+        for i in range(sent):  # new connections, so the kernel spreads them over both workers
+            r = httpx.get(gw.url(port, f"/count/{i}"), headers={"Connection": "close"})
+            assert r.status_code == 200
+
+        def counted():
+            text = httpx.get(f"http://127.0.0.1:{gw.admin_port}/metrics").text
+            total = sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith('meshgate_http_requests_total{route="default/route",code="200"}')
+            )
+            workers = [line for line in text.splitlines() if line.startswith("meshgate_workers_scraped ")]
+            return (total, workers) if total == sent else None
+
+        total, workers = wait_until(counted, 5, what=f"{sent} requests in one scrape")
+        assert workers == ["meshgate_workers_scraped 2"]

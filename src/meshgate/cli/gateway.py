@@ -2,16 +2,19 @@
 
 One process runs one engine on uvloop. ``--workers N`` starts N such processes that
 share the listener ports with SO_REUSEPORT; each loads, watches and reloads the config
-itself. Worker 0 also serves the admin listener.
+itself. Worker 0 also serves the admin listener, and its /metrics sums the counters
+of every worker (read over per-worker unix sockets).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import click
@@ -68,6 +71,13 @@ def gateway(
     )
     from meshgate.cli.runtime import GatewayRuntime
 
+    worker_dir = os.environ.get("MESHGATE_WORKER_DIR")
+    internal = peers = None
+    if worker_index >= 0 and worker_dir:
+        # Each worker answers its counters on a unix socket; worker 0 sums them.
+        internal = os.path.join(worker_dir, f"worker-{worker_index}.sock")
+        if worker_index == 0:
+            peers = [os.path.join(worker_dir, f"worker-{i}.sock") for i in range(1, workers)]
     runtime = GatewayRuntime(
         paths=list(configs),
         bind=bind,
@@ -77,6 +87,8 @@ def gateway(
         reuse_port=workers > 1 or worker_index >= 0,
         watch_interval=watch_interval,
         access_log=access_log,
+        internal_admin=internal,
+        peers=peers,
     )
     import uvloop
 
@@ -92,6 +104,8 @@ def _supervise(workers: int) -> int:
     """
     argv = [sys.executable, "-m", "meshgate.cli.main", *sys.argv[1:]]
     procs: dict[int, subprocess.Popen] = {}
+    worker_dir = tempfile.mkdtemp(prefix="meshgate-workers-")
+    os.environ["MESHGATE_WORKER_DIR"] = worker_dir
     stopping = False
 
     def spawn(i: int, wait_ready: bool) -> None:
@@ -126,6 +140,7 @@ def _supervise(workers: int) -> int:
         time.sleep(0.2)
         if stopping:
             codes = [p.wait() for p in procs.values()]
+            shutil.rmtree(worker_dir, ignore_errors=True)
             return max(codes) if codes else 0
         for i, p in list(procs.items()):
             code = p.poll()

@@ -36,6 +36,8 @@ class GatewayRuntime:
         reuse_port: bool,
         watch_interval: float,
         access_log: str | None = None,
+        internal_admin: str | None = None,
+        peers: list[str] | None = None,
     ) -> None:
         self.paths = list(paths)
         self.bind = bind
@@ -45,6 +47,8 @@ class GatewayRuntime:
         self.reuse_port = reuse_port
         self.watch_interval = watch_interval
         self.access_log_path = access_log
+        self.internal_admin = internal_admin
+        self.peers = peers
         self.ready = False
         self.last_error: str | None = None
         self.last_reload_at: float | None = None
@@ -60,9 +64,14 @@ class GatewayRuntime:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         admin = None
-        if self.admin_addr is not None:
-            admin = AdminServer(engine, self.status, on_drain=self._stop.set)
-            await admin.start(*self.admin_addr)
+        if self.admin_addr is not None or self.internal_admin is not None:
+            admin = AdminServer(engine, self.status, on_drain=self._stop.set, peers=self.peers)
+            if self.admin_addr is not None:
+                await admin.start(*self.admin_addr)
+            if self.internal_admin is not None:
+                if os.path.exists(self.internal_admin):  # left by a crashed predecessor
+                    os.unlink(self.internal_admin)
+                await admin.start_internal(self.internal_admin)
         seen = fingerprint(self.paths)
         if not await self.reload(initial=True):
             if admin is not None:

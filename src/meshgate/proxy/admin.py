@@ -7,6 +7,7 @@ engine's state and never changes the data plane except through ``POST /drain``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import orjson
 
 from meshgate.proxy.errors import reason_phrase
+from meshgate.telemetry.metrics import Metrics
 
 log = logging.getLogger("meshgate.admin")
 
@@ -24,20 +26,37 @@ class AdminServer:
         engine: Any,
         status: Callable[[], dict],
         on_drain: Callable[[], None] | None = None,
+        peers: list[str] | None = None,
     ) -> None:
         self.engine = engine
         self.status = status  # -> {"ready": bool, "last_error": str|None, ...}
         self.on_drain = on_drain
-        self.server: asyncio.base_events.Server | None = None
+        # Unix sockets of the other workers' internal admin listeners (--workers N):
+        # /metrics sums their counters into this worker's.
+        self.peers = peers or []
+        # A peer that does not answer (restarting) counts with its last known state,
+        # so the sum never drops and rate() sees no false counter reset.
+        self._peer_states: dict[str, dict] = {}
+        self.servers: list[asyncio.base_events.Server] = []
 
     async def start(self, host: str, port: int) -> None:
-        self.server = await asyncio.start_server(self._serve, host, port, reuse_address=True)
+        self.servers.append(
+            await asyncio.start_server(self._serve, host, port, reuse_address=True)
+        )
+
+    async def start_internal(self, path: str) -> None:
+        """A worker's internal listener, which worker 0 reads the counters from."""
+        self.servers.append(
+            await asyncio.start_unix_server(functools.partial(self._serve, internal=True), path)
+        )
 
     def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
+        for server in self.servers:
+            server.close()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, internal: bool = False
+    ) -> None:
         try:
             while True:
                 try:
@@ -57,7 +76,14 @@ class AdminServer:
                 if length:
                     await reader.readexactly(length)
                 close = b"connection: close" in head.lower()
-                status, body, ctype = self.handle(method, target.split("?", 1)[0])
+                path = target.split("?", 1)[0]
+                if path == "/metrics" and self.peers:
+                    status, body, ctype = await self.summed_metrics()
+                elif path == "/internal/metrics_state" and internal:
+                    state = self.engine.metrics.state()
+                    status, body, ctype = 200, orjson.dumps(state), "application/json"
+                else:
+                    status, body, ctype = self.handle(method, path)
                 await self._send(writer, status, body, ctype, close)
                 if close:
                     return
@@ -109,3 +135,45 @@ class AdminServer:
                 self.on_drain()
             return 200, b"draining\n", "text/plain"
         return 404, b"not found\n", "text/plain"
+
+    async def summed_metrics(self) -> tuple[int, bytes, str]:
+        """/metrics with every worker's counters added up (one scrape, all workers)."""
+        states = [self.engine.metrics.state()]
+        answered = 1
+        for path in self.peers:
+            state = await _fetch_state(path)
+            if state is not None:
+                answered += 1
+                self._peer_states[path] = state
+            else:
+                state = self._peer_states.get(path)
+            if state is not None:
+                states.append(state)
+        text = Metrics.summed(states).render(
+            [
+                "# HELP meshgate_workers_scraped Workers that answered this scrape "
+                "(a silent one counts with its last known counters).",
+                "# TYPE meshgate_workers_scraped gauge",
+                f"meshgate_workers_scraped {answered}",
+            ]
+        )
+        return 200, text.encode(), "text/plain; version=0.0.4"
+
+
+async def _fetch_state(path: str) -> dict | None:
+    """A peer worker's raw counters, or None if it does not answer (restarting)."""
+    try:
+        async with asyncio.timeout(2.0):
+            reader, writer = await asyncio.open_unix_connection(path)
+            try:
+                writer.write(b"GET /internal/metrics_state HTTP/1.1\r\nhost: worker\r\nconnection: close\r\n\r\n")
+                data = await reader.read()
+            finally:
+                writer.close()
+        head, _, body = data.partition(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 200"):
+            return None
+        return orjson.loads(body)
+    except (OSError, TimeoutError, ValueError) as exc:
+        log.warning("worker at %s did not report its metrics: %r", path, exc)
+        return None

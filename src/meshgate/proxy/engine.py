@@ -128,7 +128,8 @@ class Engine:
         return Exchange(self, proto, ctx, self.snapshot, chunked, content_length, keep_alive)  # type: ignore[arg-type]
 
     def on_rejected(self, proto: ServerProtocol, status: int, detail: str) -> None:
-        self.metrics.count_request("", status)
+        # Counted and timed like any answered request (it took no time we measure).
+        self.metrics.observe("", status, 0.0)
         if self.access_log is not None:
             self.access_log.log_rejected(proto.client_ip, status, detail)
         if log.isEnabledFor(logging.DEBUG):

@@ -37,6 +37,38 @@ class Metrics:
         h[-2] += seconds
         h[-1] += 1
 
+    def state(self) -> dict:
+        """The raw counters as JSON-able data, for summing across workers."""
+        return {
+            "requests": [[route, code, n] for (route, code), n in self.requests.items()],
+            "durations": self.durations,
+            "downstream_connections": self.downstream_connections,
+            "config_reloads": self.config_reloads,
+        }
+
+    def absorb(self, state: dict) -> None:
+        """Add another worker's ``state()`` into this one."""
+        for route, code, n in state["requests"]:
+            key = (route, int(code))
+            self.requests[key] = self.requests.get(key, 0) + n
+        for route, h in state["durations"].items():
+            mine = self.durations.get(route)
+            if mine is None:
+                self.durations[route] = list(h)
+            else:
+                for i, v in enumerate(h):
+                    mine[i] += v
+        self.downstream_connections += state["downstream_connections"]
+        for result, n in state["config_reloads"].items():
+            self.config_reloads[result] = self.config_reloads.get(result, 0) + n
+
+    @classmethod
+    def summed(cls, states: list[dict]) -> Metrics:
+        total = cls()
+        for state in states:
+            total.absorb(state)
+        return total
+
     def render(self, extra: list[str] | None = None) -> str:
         lines = [
             "# HELP meshgate_http_requests_total Requests answered, by route and status.",
@@ -56,7 +88,7 @@ class Metrics:
             for i, bound in enumerate(_BUCKETS):
                 cumulative += h[i]
                 lines.append(
-                    f'meshgate_http_request_duration_seconds_bucket{{route="{r}",le="{bound}"}} {cumulative}'
+                    f'meshgate_http_request_duration_seconds_bucket{{route="{r}",le="{bound:g}"}} {cumulative}'
                 )
             lines.append(
                 f'meshgate_http_request_duration_seconds_bucket{{route="{r}",le="+Inf"}} {h[-1]}'

@@ -122,7 +122,7 @@ async def test_drain_needs_post(admin, drains):
 
 async def test_admin_answers_over_tcp_with_keep_alive(admin, engine, status):
     await admin.start("127.0.0.1", 0)
-    port = admin.server.sockets[0].getsockname()[1]
+    port = admin.servers[0].sockets[0].getsockname()[1]
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         writer.write(b"GET /ready HTTP/1.1\r\nHost: a\r\n\r\n")
