@@ -6,6 +6,7 @@ import click
 
 from meshgate import __version__
 from meshgate.cli.gateway import gateway
+from meshgate.cli.top import top
 from meshgate.cli.validate import validate
 
 
@@ -16,6 +17,7 @@ def main() -> None:
 
 
 main.add_command(gateway)
+main.add_command(top)
 main.add_command(validate)
 
 if __name__ == "__main__":
