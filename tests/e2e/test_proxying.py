@@ -340,3 +340,32 @@ def test_access_log_records_each_outcome_with_its_response_flag(gateway, base) -
     assert missing["status"] == 404 and missing["response_flags"] == "NR" and missing["route"] is None
     assert dead["status"] == 503 and dead["response_flags"] == "UF"
     assert rejected[-1]["client_address"] == "127.0.0.1"
+
+
+def test_metrics_count_bytes_upstream_failures_and_process(gateway, base) -> None:
+    def scrape() -> dict[str, float]:
+        text = httpx.get(f"http://127.0.0.1:{gateway.admin_port}/metrics").text
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                out[name] = float(value)
+        return out
+
+    before = scrape()
+    body = b"x" * 1000
+    assert httpx.post(f"{base}/app/bytes", content=body).status_code == 200
+    assert httpx.get(f"{base}/dead/x").status_code == 503
+    after = scrape()
+
+    def delta(name: str) -> float:
+        return after.get(name, 0) - before.get(name, 0)
+
+    assert delta('meshgate_http_request_bytes_total{route="default/route"}') == 1000
+    assert delta('meshgate_http_response_bytes_total{route="default/route"}') > 0
+    dead_cluster = next(k for k in after if k.startswith("meshgate_upstream_failures_total") and "dead" in k)
+    assert 'flag="UF"' in dead_cluster and delta(dead_cluster) == 1
+    assert any(k.startswith("meshgate_upstream_requests_total{") and 'code="200"' in k for k in after)
+    assert after["process_resident_memory_bytes"] > 1e6 and after["process_open_fds"] > 3
+    assert any(k.startswith("meshgate_config_info{version=") for k in after)
+    assert any(k.startswith('meshgate_upstream_connections{') and 'state="idle"' in k for k in after)

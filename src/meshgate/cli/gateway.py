@@ -37,6 +37,8 @@ log = logging.getLogger("meshgate.gateway")
 @click.option("--drain-timeout", default=20.0, show_default=True, type=float, help="Seconds to finish in-flight requests on SIGTERM.")
 @click.option("--watch-interval", default=1.0, show_default=True, type=float, help="Seconds between config file checks.")
 @click.option("--access-log", default=None, metavar="PATH", help="JSON-lines access log to PATH ('-' for stdout); off by default.")
+@click.option("--otlp-endpoint", default=None, metavar="URL", help="Export traces with OTLP/HTTP to URL (e.g. http://127.0.0.1:4318/v1/traces); off by default.")
+@click.option("--trace-sampling", default=1.0, show_default=True, type=click.FloatRange(0, 1), help="Share of new traces sampled (parent-based: an incoming sampled flag wins).")
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--worker-index", default=-1, type=int, hidden=True)
 def gateway(
@@ -52,6 +54,8 @@ def gateway(
     drain_timeout: float,
     watch_interval: float,
     access_log: str | None,
+    otlp_endpoint: str | None,
+    trace_sampling: float,
     log_level: str,
     worker_index: int,
 ) -> None:
@@ -88,6 +92,8 @@ def gateway(
         watch_interval=watch_interval,
         access_log=access_log,
         internal_admin=internal,
+        otlp_endpoint=otlp_endpoint,
+        trace_sampling=trace_sampling,
         peers=peers,
     )
     import uvloop

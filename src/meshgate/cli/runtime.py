@@ -38,6 +38,8 @@ class GatewayRuntime:
         access_log: str | None = None,
         internal_admin: str | None = None,
         peers: list[str] | None = None,
+        otlp_endpoint: str | None = None,
+        trace_sampling: float = 1.0,
     ) -> None:
         self.paths = list(paths)
         self.bind = bind
@@ -49,6 +51,8 @@ class GatewayRuntime:
         self.access_log_path = access_log
         self.internal_admin = internal_admin
         self.peers = peers
+        self.otlp_endpoint = otlp_endpoint
+        self.trace_sampling = trace_sampling
         self.ready = False
         self.last_error: str | None = None
         self.last_reload_at: float | None = None
@@ -59,7 +63,14 @@ class GatewayRuntime:
 
     async def run(self) -> int:
         access_log = AccessLog(self.access_log_path) if self.access_log_path else None
-        self.engine = engine = Engine(bind=self.bind, reuse_port=self.reuse_port, access_log=access_log)
+        tracing = None
+        if self.otlp_endpoint:
+            from meshgate.telemetry.tracing import Tracing
+
+            tracing = Tracing(self.otlp_endpoint, ratio=self.trace_sampling)
+        self.engine = engine = Engine(
+            bind=self.bind, reuse_port=self.reuse_port, access_log=access_log, tracing=tracing
+        )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)

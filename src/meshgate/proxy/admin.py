@@ -127,7 +127,7 @@ class AdminServer:
                 "application/json",
             )
         if path == "/metrics":
-            return 200, engine.metrics.render().encode(), "text/plain; version=0.0.4"
+            return 200, engine.metrics.render(self._extra_lines()).encode(), "text/plain; version=0.0.4"
         if path == "/drain":
             if method != "POST":
                 return 405, b"use POST\n", "text/plain"
@@ -135,6 +135,18 @@ class AdminServer:
                 self.on_drain()
             return 200, b"draining\n", "text/plain"
         return 404, b"not found\n", "text/plain"
+
+    def _extra_lines(self) -> list[str]:
+        lines = self.engine.gauge_lines()
+        at = self.status().get("at")
+        if at:
+            lines += [
+                "# HELP meshgate_config_last_reload_timestamp_seconds When the config was last "
+                "loaded or a change was rejected.",
+                "# TYPE meshgate_config_last_reload_timestamp_seconds gauge",
+                f"meshgate_config_last_reload_timestamp_seconds {at}",
+            ]
+        return lines
 
     async def summed_metrics(self) -> tuple[int, bytes, str]:
         """/metrics with every worker's counters added up (one scrape, all workers)."""
@@ -150,7 +162,8 @@ class AdminServer:
             if state is not None:
                 states.append(state)
         text = Metrics.summed(states).render(
-            [
+            self._extra_lines()
+            + [
                 "# HELP meshgate_workers_scraped Workers that answered this scrape "
                 "(a silent one counts with its last known counters).",
                 "# TYPE meshgate_workers_scraped gauge",

@@ -70,6 +70,7 @@ class RequestContext:
         "response_headers_to_add",
         "flag",
         "vars",
+        "trace",
     )
 
     def __init__(
@@ -117,6 +118,7 @@ class RequestContext:
         self.response_headers_to_add: list[tuple[str, str]] | None = None
         self.flag = ""  # response flag for the access log
         self.vars: dict[str, Any] | None = None  # free space for filters (claims, ...)
+        self.trace: Any = None  # telemetry.tracing.RequestTrace when tracing is on
 
     def target(self) -> str:
         """The request-target to send upstream: rewritten or normalized path + query."""

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import socket
 import time
+from typing import Any
 
 from meshgate.config.snapshot import Limits, Snapshot
 from meshgate.http.server import ServerProtocol
@@ -28,7 +29,11 @@ log = logging.getLogger("meshgate.engine")
 
 class Engine:
     def __init__(
-        self, bind: str = "0.0.0.0", reuse_port: bool = False, access_log: AccessLog | None = None
+        self,
+        bind: str = "0.0.0.0",
+        reuse_port: bool = False,
+        access_log: AccessLog | None = None,
+        tracing: Any = None,
     ) -> None:
         self.loop = asyncio.get_event_loop()
         self.bind = bind
@@ -43,6 +48,7 @@ class Engine:
         self._sweeper: asyncio.TimerHandle | None = None
         self._sweeps = 0
         self.access_log = access_log
+        self.tracing = tracing  # telemetry.tracing.Tracing, or None when tracing is off
 
     # -- config --------------------------------------------------------------------
 
@@ -139,7 +145,28 @@ class Engine:
         ctx = exchange.ctx
         rule = ctx.rule
         now = time.monotonic()
-        self.metrics.observe(rule.route if rule is not None else "", exchange.status, now - ctx.start_time)
+        metrics = self.metrics
+        route = rule.route if rule is not None else ""
+        metrics.observe(
+            route, exchange.status, now - ctx.start_time, exchange.body_received, exchange.bytes_sent
+        )
+        backend = ctx.backend
+        if exchange.upstream_attempts:
+            cluster = backend.cluster if backend is not None else ""
+            metrics.inc("meshgate_upstream_requests_total", (cluster, exchange.status))
+            if exchange.upstream_attempts > 1:
+                metrics.inc("meshgate_upstream_retries_total", (route,), exchange.upstream_attempts - 1)
+            if error is not None and error.source == "upstream":
+                metrics.inc("meshgate_upstream_failures_total", (cluster, error.flag))
+        elif exchange.status:
+            if error is not None and error.source == "upstream" and backend is not None:
+                metrics.inc("meshgate_upstream_failures_total", (backend.cluster or "", error.flag))
+            metrics.inc("meshgate_local_replies_total", (ctx.flag,))
+        if ctx.trace is not None:
+            ctx.trace.end(
+                exchange.status, rule.route if rule is not None else None,
+                backend.cluster if backend is not None else None, ctx.flag, time.time_ns(),
+            )
         if self.access_log is not None:
             self.access_log.log_exchange(exchange, now)
 
@@ -180,3 +207,55 @@ class Engine:
             pool.close_idle()
         if self.access_log is not None:
             self.access_log.close()
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)
+
+    def gauge_lines(self) -> list[str]:
+        """Point-in-time values for /metrics: connections, pools, process."""
+        lines = [
+            "# HELP meshgate_downstream_connections_active Open client connections.",
+            "# TYPE meshgate_downstream_connections_active gauge",
+            f"meshgate_downstream_connections_active {len(self.connections)}",
+            "# HELP meshgate_upstream_connections Pooled upstream connections, by cluster and state.",
+            "# TYPE meshgate_upstream_connections gauge",
+        ]
+        for name, balancer in sorted(self.upstreams.balancers.items()):
+            active = sum(p.active for p in balancer.pools)
+            idle = sum(len(p.idle) for p in balancer.pools)
+            lines.append(f'meshgate_upstream_connections{{cluster="{name}",state="active"}} {active}')
+            lines.append(f'meshgate_upstream_connections{{cluster="{name}",state="idle"}} {idle}')
+        snap = self.snapshot
+        if snap is not None:
+            lines += [
+                "# HELP meshgate_config_info The active config version (label), always 1.",
+                "# TYPE meshgate_config_info gauge",
+                f'meshgate_config_info{{version="{snap.version}"}} 1',
+            ]
+        return lines + process_lines()
+
+
+def process_lines() -> list[str]:
+    """The standard process_* metrics (Linux /proc), as Prometheus clients export them."""
+    import os
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    lines = [
+        "# HELP process_cpu_seconds_total User and system CPU time of this process.",
+        "# TYPE process_cpu_seconds_total counter",
+        f"process_cpu_seconds_total {usage.ru_utime + usage.ru_stime}",
+    ]
+    try:
+        with open("/proc/self/statm") as f:
+            rss_pages = int(f.read().split()[1])
+        lines += [
+            "# HELP process_resident_memory_bytes Resident memory size.",
+            "# TYPE process_resident_memory_bytes gauge",
+            f"process_resident_memory_bytes {rss_pages * os.sysconf('SC_PAGE_SIZE')}",
+            "# HELP process_open_fds Open file descriptors.",
+            "# TYPE process_open_fds gauge",
+            f"process_open_fds {len(os.listdir('/proc/self/fd'))}",
+        ]
+    except OSError:
+        pass
+    return lines

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
@@ -86,6 +87,7 @@ class Exchange(CoroutinePath):
         "finished",
         "upstream_attempts",
         "upstream",
+        "attempt_span",
     )
 
     def __init__(
@@ -132,6 +134,7 @@ class Exchange(CoroutinePath):
         self.finished = False
         self.upstream_attempts = 0
         self.upstream = None  # the Endpoint of the last attempt, for the access log
+        self.attempt_span = None  # tracing: the CLIENT span of the attempt in progress
 
     # -- downstream events (from ServerProtocol) -----------------------------------
 
@@ -140,6 +143,10 @@ class Exchange(CoroutinePath):
         pooled connection at hand, run entirely in socket callbacks (no task, no
         future): routing and filters here, the rest in ``on_upstream_*``. Anything else
         runs in the ``run()`` coroutine."""
+        tracing = self.engine.tracing
+        if tracing is not None:
+            ctx = self.ctx
+            ctx.trace = tracing.start(ctx.headers, ctx.method, ctx.raw_target, ctx.host, time.time_ns())
         try:
             self.route()
             rule = self.ctx.rule
@@ -332,6 +339,9 @@ class Exchange(CoroutinePath):
     def _end_streamed_response(self) -> None:
         if self.resp_chunked:
             self.out.append(b"0\r\n\r\n")
+        if self.attempt_span is not None:
+            self.attempt_span.end(self.resp_status, None, time.time_ns())
+            self.attempt_span = None
         conn = self.conn
         if conn is not None:
             self.conn = None
@@ -446,7 +456,17 @@ class Exchange(CoroutinePath):
     def _send(self, conn: UpstreamConnection) -> None:
         """Write the request head and the body received so far to ``conn``, in one write."""
         self.upstream_attempts += 1
-        data = upstream_request_head(self.ctx, self.req_chunked, self.req_length)
+        ctx = self.ctx
+        trace = ctx.trace
+        if trace is not None:
+            # One CLIENT span per attempt; the upstream sees it as its parent.
+            if self.attempt_span is not None:
+                self.attempt_span.end(self.resp_status or None, "retried", time.time_ns())
+            ep = conn.pool.endpoint
+            self.attempt_span = span = trace.attempt(f"{ep.host}:{ep.port}")
+            data = upstream_request_head(ctx, self.req_chunked, self.req_length, span)
+        else:
+            data = upstream_request_head(ctx, self.req_chunked, self.req_length)
         retrying = self.upstream_attempts > 1
         chunks = self.replay if retrying else self.body_buf
         if chunks:
@@ -581,6 +601,11 @@ class Exchange(CoroutinePath):
         if conn is not None:
             self.conn = None
             conn.abort()
+        if self.attempt_span is not None:
+            self.attempt_span.end(
+                self.resp_status or None, error.flag if error is not None else "aborted", time.time_ns()
+            )
+            self.attempt_span = None
         ctx = self.ctx
         if error is not None and not ctx.flag:
             ctx.flag = error.flag

@@ -21,6 +21,10 @@ _REQUEST_SPECIAL = HOP_BY_HOP | frozenset(
     ("host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "content-length", "x-request-id")
 )
 _CONNECTION_OPTIONS = frozenset(("close", "keep-alive"))
+_REQUEST_SPECIAL_TRACED = _REQUEST_SPECIAL | frozenset(
+    ("traceparent", "tracestate", "b3", "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid",
+     "x-b3-sampled", "x-b3-flags")
+)
 
 # X-Request-Id: UUID-shaped, a random per-process prefix and a counter. Unique across
 # processes and restarts with overwhelming probability, and a format string per request
@@ -39,16 +43,22 @@ def connection_options(value: str) -> set[str]:
     return {t.strip().lower() for t in value.split(",")} - _CONNECTION_OPTIONS - {""}
 
 
-def upstream_request_head(ctx: RequestContext, chunked: bool, length: int) -> bytes:
+def upstream_request_head(ctx: RequestContext, chunked: bool, length: int, span=None) -> bytes:  # noqa: ANN001
     """Request line and fields for the upstream: hop-by-hop fields dropped, Host as
-    rewritten, X-Forwarded-For/-Proto/-Host and X-Request-Id set, framing of our own."""
+    rewritten, X-Forwarded-For/-Proto/-Host and X-Request-Id set, framing of our own;
+    with tracing on (``span``), W3C traceparent/tracestate of the attempt's span."""
     out = [f"{ctx.method} {ctx.target()} HTTP/1.1\r\n"]
+    if span is not None:
+        out.append(f"traceparent: {span.traceparent}\r\n")
+        if span.tracestate:
+            out.append(f"tracestate: {span.tracestate}\r\n")
+    special = _REQUEST_SPECIAL if span is None else _REQUEST_SPECIAL_TRACED
     xff = None
     host_seen = False
     request_id = None
     dropped: set[str] | None = None
     for n, v in ctx.headers.items():
-        if n not in _REQUEST_SPECIAL:
+        if n not in special:
             out.append(f"{n}: {v}\r\n")
         elif n == "host":
             host_seen = True

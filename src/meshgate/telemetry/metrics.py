@@ -15,33 +15,72 @@ def _esc(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
+# Layout of a route's list in Metrics.durations: one slot per bucket, one for "over
+# the last bound", then these.
+_SUM = len(_BUCKETS) + 1
+_COUNT = _SUM + 1
+_REQ_BYTES = _SUM + 2
+_RESP_BYTES = _SUM + 3
+_ROUTE_SLOTS = _SUM + 4
+
+# Counters kept in Metrics.counters: name -> (help, label names).
+COUNTERS = {
+    "meshgate_upstream_requests_total": (
+        "Responses from upstreams (or the failure in their place), by cluster and status.",
+        ("cluster", "code"),
+    ),
+    "meshgate_upstream_failures_total": (
+        "Upstream failures by cluster and response flag: UF connect failure, UO pool "
+        "overflow, UC reset, UPE invalid response, UT timeout, UH no healthy endpoint.",
+        ("cluster", "flag"),
+    ),
+    "meshgate_upstream_retries_total": ("Upstream attempts beyond the first, by route.", ("route",)),
+    "meshgate_local_replies_total": (
+        "Responses the proxy made itself (no route, invalid backend, redirects, "
+        "preflights, errors), by response flag (empty for filter replies).",
+        ("flag",),
+    ),
+}
+
+
 class Metrics:
     def __init__(self) -> None:
         self.requests: dict[tuple[str, int], int] = {}
-        self.durations: dict[str, list] = {}  # route -> [bucket counts..., sum, count]
+        # route -> [bucket counts..., over, sum, count, request bytes, response bytes]
+        self.durations: dict[str, list] = {}
+        self.counters: dict[tuple[str, tuple], float] = {}
         self.downstream_connections = 0
         self.config_reloads = {"accepted": 0, "rejected": 0}
+
+    def inc(self, name: str, labels: tuple, n: float = 1) -> None:
+        key = (name, labels)
+        self.counters[key] = self.counters.get(key, 0) + n
 
     def count_request(self, route: str, status: int) -> None:
         key = (route, status)
         self.requests[key] = self.requests.get(key, 0) + 1
 
-    def observe(self, route: str, status: int, seconds: float) -> None:
+    def observe(
+        self, route: str, status: int, seconds: float, bytes_in: int = 0, bytes_out: int = 0
+    ) -> None:
         key = (route, status)
         self.requests[key] = self.requests.get(key, 0) + 1
         h = self.durations.get(route)
         if h is None:
-            # One slot per bucket plus one for "over the last bound", then sum, count.
-            h = self.durations[route] = [0] * (len(_BUCKETS) + 1) + [0.0, 0]
+            h = self.durations[route] = [0] * _ROUTE_SLOTS
+            h[_SUM] = 0.0
         h[bisect_left(_BUCKETS, seconds)] += 1
-        h[-2] += seconds
-        h[-1] += 1
+        h[_SUM] += seconds
+        h[_COUNT] += 1
+        h[_REQ_BYTES] += bytes_in
+        h[_RESP_BYTES] += bytes_out
 
     def state(self) -> dict:
         """The raw counters as JSON-able data, for summing across workers."""
         return {
             "requests": [[route, code, n] for (route, code), n in self.requests.items()],
             "durations": self.durations,
+            "counters": [[name, list(labels), n] for (name, labels), n in self.counters.items()],
             "downstream_connections": self.downstream_connections,
             "config_reloads": self.config_reloads,
         }
@@ -58,6 +97,8 @@ class Metrics:
             else:
                 for i, v in enumerate(h):
                     mine[i] += v
+        for name, labels, n in state.get("counters", ()):
+            self.inc(name, tuple(labels), n)
         self.downstream_connections += state["downstream_connections"]
         for result, n in state["config_reloads"].items():
             self.config_reloads[result] = self.config_reloads.get(result, 0) + n
@@ -91,10 +132,23 @@ class Metrics:
                     f'meshgate_http_request_duration_seconds_bucket{{route="{r}",le="{bound:g}"}} {cumulative}'
                 )
             lines.append(
-                f'meshgate_http_request_duration_seconds_bucket{{route="{r}",le="+Inf"}} {h[-1]}'
+                f'meshgate_http_request_duration_seconds_bucket{{route="{r}",le="+Inf"}} {h[_COUNT]}'
             )
-            lines.append(f'meshgate_http_request_duration_seconds_sum{{route="{r}"}} {h[-2]}')
-            lines.append(f'meshgate_http_request_duration_seconds_count{{route="{r}"}} {h[-1]}')
+            lines.append(f'meshgate_http_request_duration_seconds_sum{{route="{r}"}} {h[_SUM]}')
+            lines.append(f'meshgate_http_request_duration_seconds_count{{route="{r}"}} {h[_COUNT]}')
+        for metric, slot, what in (
+            ("meshgate_http_request_bytes_total", _REQ_BYTES, "Request body bytes received"),
+            ("meshgate_http_response_bytes_total", _RESP_BYTES, "Response body bytes sent"),
+        ):
+            lines += [f"# HELP {metric} {what}, by route.", f"# TYPE {metric} counter"]
+            for route, h in sorted(self.durations.items()):
+                lines.append(f'{metric}{{route="{_esc(route)}"}} {h[slot]}')
+        for metric, (text, label_names) in COUNTERS.items():
+            lines += [f"# HELP {metric} {text}", f"# TYPE {metric} counter"]
+            for (name, labels), n in sorted(self.counters.items()):
+                if name == metric:
+                    pairs = ",".join(f'{k}="{_esc(str(v))}"' for k, v in zip(label_names, labels))
+                    lines.append(f"{metric}{{{pairs}}} {n:g}")
         lines += [
             "# HELP meshgate_downstream_connections_total Downstream connections accepted.",
             "# TYPE meshgate_downstream_connections_total counter",
