@@ -37,6 +37,9 @@ log = logging.getLogger("meshgate.gateway")
 @click.option("--drain-timeout", default=20.0, show_default=True, type=float, help="Seconds to finish in-flight requests on SIGTERM.")
 @click.option("--watch-interval", default=1.0, show_default=True, type=float, help="Seconds between config file checks.")
 @click.option("--access-log", default=None, metavar="PATH", help="JSON-lines access log to PATH ('-' for stdout); off by default.")
+@click.option("--access-log-format", default="json", show_default=True, type=click.Choice(["json", "text"]), help="JSON lines, or Envoy's default text format.")
+@click.option("--access-log-fields", default=None, metavar="F1,F2,...", help="Only these access-log fields (see docs/logging.md).")
+@click.option("--access-log-sample", default=1.0, show_default=True, type=click.FloatRange(0, 1), help="Share of successful requests logged; failures are always logged.")
 @click.option("--otlp-endpoint", default=None, metavar="URL", help="Export traces with OTLP/HTTP to URL (e.g. http://127.0.0.1:4318/v1/traces); off by default.")
 @click.option("--trace-sampling", default=1.0, show_default=True, type=click.FloatRange(0, 1), help="Share of new traces sampled (parent-based: an incoming sampled flag wins).")
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
@@ -54,6 +57,9 @@ def gateway(
     drain_timeout: float,
     watch_interval: float,
     access_log: str | None,
+    access_log_format: str,
+    access_log_fields: str | None,
+    access_log_sample: float,
     otlp_endpoint: str | None,
     trace_sampling: float,
     log_level: str,
@@ -74,6 +80,17 @@ def gateway(
         drain_timeout=drain_timeout,
     )
     from meshgate.cli.runtime import GatewayRuntime
+    from meshgate.telemetry.access_log import FIELDS
+
+    fields = None
+    if access_log_fields:
+        fields = tuple(f.strip() for f in access_log_fields.split(",") if f.strip())
+        unknown = sorted(set(fields) - set(FIELDS))
+        if unknown:
+            raise click.BadParameter(
+                f"unknown field(s) {', '.join(unknown)}; supported: {', '.join(FIELDS)}",
+                param_hint="--access-log-fields",
+            )
 
     worker_dir = os.environ.get("MESHGATE_WORKER_DIR")
     internal = peers = None
@@ -91,6 +108,7 @@ def gateway(
         reuse_port=workers > 1 or worker_index >= 0,
         watch_interval=watch_interval,
         access_log=access_log,
+        access_log_options={"fmt": access_log_format, "fields": fields, "sample": access_log_sample},
         internal_admin=internal,
         otlp_endpoint=otlp_endpoint,
         trace_sampling=trace_sampling,

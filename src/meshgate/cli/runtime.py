@@ -36,6 +36,7 @@ class GatewayRuntime:
         reuse_port: bool,
         watch_interval: float,
         access_log: str | None = None,
+        access_log_options: dict | None = None,
         internal_admin: str | None = None,
         peers: list[str] | None = None,
         otlp_endpoint: str | None = None,
@@ -49,6 +50,7 @@ class GatewayRuntime:
         self.reuse_port = reuse_port
         self.watch_interval = watch_interval
         self.access_log_path = access_log
+        self.access_log_options = access_log_options or {}
         self.internal_admin = internal_admin
         self.peers = peers
         self.otlp_endpoint = otlp_endpoint
@@ -62,7 +64,9 @@ class GatewayRuntime:
         return {"ready": self.ready, "last_error": self.last_error, "at": self.last_reload_at}
 
     async def run(self) -> int:
-        access_log = AccessLog(self.access_log_path) if self.access_log_path else None
+        access_log = (
+            AccessLog(self.access_log_path, **self.access_log_options) if self.access_log_path else None
+        )
         tracing = None
         if self.otlp_endpoint:
             from meshgate.telemetry.tracing import Tracing
