@@ -312,6 +312,10 @@ def test_admin_endpoints(gateway, base) -> None:
         m = re.search(r'meshgate_http_requests_total\{[^}]*code="200"[^}]*route="default/route"[^}]*\} (\d+)', metrics.text)
     assert m and float(m.group(1)) >= 1, metrics.text[:2000]
     assert re.search(r'meshgate_http_requests_total\{[^}]*code="404"', metrics.text), "404s not counted"
+    stats = gateway.admin("/stats").json()
+    assert stats["version"] == dump.json()["version"] and stats["workers"] == 1
+    assert stats["routes"]["default/route"]["count"] >= 1
+    assert any(r["route"] == "" and r["code"] == 404 for r in stats["requests"])
 
 
 # --------------------------------------------------------------------------- access log

@@ -79,6 +79,8 @@ class AdminServer:
                 path = target.split("?", 1)[0]
                 if path == "/metrics" and self.peers:
                     status, body, ctype = await self.summed_metrics()
+                elif path == "/stats":
+                    status, body, ctype = await self.stats()
                 elif path == "/internal/metrics_state" and internal:
                     state = self.engine.metrics.state()
                     status, body, ctype = 200, orjson.dumps(state), "application/json"
@@ -148,8 +150,30 @@ class AdminServer:
             ]
         return lines
 
-    async def summed_metrics(self) -> tuple[int, bytes, str]:
-        """/metrics with every worker's counters added up (one scrape, all workers)."""
+    async def stats(self) -> tuple[int, bytes, str]:
+        """/stats: the counters as JSON (summed over workers), for tools and scripts."""
+        states, answered = await self._worker_states()
+        total = Metrics.summed(states)
+        snap = self.engine.snapshot
+        doc = {
+            "version": snap.version if snap is not None else None,
+            "workers": answered,
+            "requests": [
+                {"route": route, "code": code, "count": n}
+                for (route, code), n in sorted(total.requests.items())
+            ],
+            "routes": {route: total.route_summary(route) for route in sorted(total.durations)},
+            "counters": [
+                {"name": name, "labels": list(labels), "value": n}
+                for (name, labels), n in sorted(total.counters.items())
+            ],
+            "downstream_connections_total": total.downstream_connections,
+            "downstream_connections_active": len(self.engine.connections),
+            "config_reloads": total.config_reloads,
+        }
+        return 200, orjson.dumps(doc, option=orjson.OPT_INDENT_2), "application/json"
+
+    async def _worker_states(self) -> tuple[list[dict], int]:
         states = [self.engine.metrics.state()]
         answered = 1
         for path in self.peers:
@@ -161,6 +185,11 @@ class AdminServer:
                 state = self._peer_states.get(path)
             if state is not None:
                 states.append(state)
+        return states, answered
+
+    async def summed_metrics(self) -> tuple[int, bytes, str]:
+        """/metrics with every worker's counters added up (one scrape, all workers)."""
+        states, answered = await self._worker_states()
         text = Metrics.summed(states).render(
             self._extra_lines()
             + [

@@ -103,6 +103,15 @@ class Metrics:
         for result, n in state["config_reloads"].items():
             self.config_reloads[result] = self.config_reloads.get(result, 0) + n
 
+    def route_summary(self, route: str) -> dict:
+        h = self.durations[route]
+        return {
+            "count": h[_COUNT],
+            "duration_seconds_sum": h[_SUM],
+            "request_bytes": h[_REQ_BYTES],
+            "response_bytes": h[_RESP_BYTES],
+        }
+
     @classmethod
     def summed(cls, states: list[dict]) -> Metrics:
         total = cls()
