@@ -586,8 +586,14 @@ def meshgate_config(workdir: Path, port: int, upstream_port: int) -> Path:
     return cfg_dir
 
 
+# Extra `meshgate gateway` arguments (run.py --meshgate-args); "{upstream_port}" in
+# them is replaced, so telemetry can be pointed at the bench upstream as a sink.
+MESHGATE_EXTRA_ARGS: list[str] = []
+
+
 def meshgate_argv(binary: str, workdir: Path, port: int, upstream_port: int, admin_port: int, workers: int) -> list[str]:
     cfg_dir = meshgate_config(workdir, port, upstream_port)
+    extra = [a.replace("{upstream_port}", str(upstream_port)) for a in MESHGATE_EXTRA_ARGS]
     return [
         binary,
         "gateway",
@@ -599,6 +605,7 @@ def meshgate_argv(binary: str, workdir: Path, port: int, upstream_port: int, adm
         str(admin_port),
         "--workers",
         str(workers),
+        *extra,
     ]
 
 

@@ -27,6 +27,7 @@ import datetime as _dt
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -40,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from peers import (  # noqa: E402
     BODY,
     CPUS,
+    MESHGATE_EXTRA_ARGS,
     PROXIES,
     ROOT,
     Managed,
@@ -311,12 +313,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--python-upstream", action="store_true", help="use the uvloop upstream even if nginx exists")
     ap.add_argument("--keep-tmp", action="store_true", help="keep the temp dir with configs and logs")
     ap.add_argument(
+        "--meshgate-args",
+        default="",
+        help='extra `meshgate gateway` arguments, e.g. "--access-log /tmp/a.log" or '
+        '"--otlp-endpoint http://127.0.0.1:{upstream_port}/v1/traces" (the bench upstream '
+        "answers 200 to anything, so it serves as a telemetry sink)",
+    )
+    ap.add_argument(
         "--no-pin",
         action="store_true",
         help="let the scheduler place processes (default: the proxy gets the last CPU to itself, "
         "wrk and the upstream share the others, so every proxy is measured the same way)",
     )
     args = ap.parse_args(argv)
+    MESHGATE_EXTRA_ARGS[:] = shlex.split(args.meshgate_args)
     ncpu = len(os.sched_getaffinity(0))
     if not args.no_pin and ncpu >= 2 and args.workers < ncpu:
         cpus = sorted(os.sched_getaffinity(0))
@@ -346,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         "duration_s": args.duration,
         "warmup_s": args.warmup,
         "connections": args.connections,
+        "meshgate_args": args.meshgate_args,
         "pinned": {role: sorted(c) for role, c in CPUS.items()},
         "wrk_threads": args.threads,
         "workers": args.workers,

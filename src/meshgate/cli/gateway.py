@@ -40,6 +40,7 @@ log = logging.getLogger("meshgate.gateway")
 @click.option("--access-log-format", default="json", show_default=True, type=click.Choice(["json", "text"]), help="JSON lines, or Envoy's default text format.")
 @click.option("--access-log-fields", default=None, metavar="F1,F2,...", help="Only these access-log fields (see docs/logging.md).")
 @click.option("--access-log-sample", default=1.0, show_default=True, type=click.FloatRange(0, 1), help="Share of successful requests logged; failures are always logged.")
+@click.option("--no-metrics", is_flag=True, help="Do not count requests (to measure what metrics cost); /metrics keeps gauges only.")
 @click.option("--otlp-endpoint", default=None, metavar="URL", help="Export traces with OTLP/HTTP to URL (e.g. http://127.0.0.1:4318/v1/traces); off by default.")
 @click.option("--trace-sampling", default=1.0, show_default=True, type=click.FloatRange(0, 1), help="Share of new traces sampled (parent-based: an incoming sampled flag wins).")
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
@@ -60,6 +61,7 @@ def gateway(
     access_log_format: str,
     access_log_fields: str | None,
     access_log_sample: float,
+    no_metrics: bool,
     otlp_endpoint: str | None,
     trace_sampling: float,
     log_level: str,
@@ -110,6 +112,7 @@ def gateway(
         access_log=access_log,
         access_log_options={"fmt": access_log_format, "fields": fields, "sample": access_log_sample},
         internal_admin=internal,
+        metrics_enabled=not no_metrics,
         otlp_endpoint=otlp_endpoint,
         trace_sampling=trace_sampling,
         peers=peers,

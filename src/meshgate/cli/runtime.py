@@ -41,6 +41,7 @@ class GatewayRuntime:
         peers: list[str] | None = None,
         otlp_endpoint: str | None = None,
         trace_sampling: float = 1.0,
+        metrics_enabled: bool = True,
     ) -> None:
         self.paths = list(paths)
         self.bind = bind
@@ -55,6 +56,7 @@ class GatewayRuntime:
         self.peers = peers
         self.otlp_endpoint = otlp_endpoint
         self.trace_sampling = trace_sampling
+        self.metrics_enabled = metrics_enabled
         self.ready = False
         self.last_error: str | None = None
         self.last_reload_at: float | None = None
@@ -73,7 +75,11 @@ class GatewayRuntime:
 
             tracing = Tracing(self.otlp_endpoint, ratio=self.trace_sampling)
         self.engine = engine = Engine(
-            bind=self.bind, reuse_port=self.reuse_port, access_log=access_log, tracing=tracing
+            bind=self.bind,
+            reuse_port=self.reuse_port,
+            access_log=access_log,
+            tracing=tracing,
+            metrics_enabled=self.metrics_enabled,
         )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -34,6 +34,7 @@ class Engine:
         reuse_port: bool = False,
         access_log: AccessLog | None = None,
         tracing: Any = None,
+        metrics_enabled: bool = True,
     ) -> None:
         self.loop = asyncio.get_event_loop()
         self.bind = bind
@@ -49,6 +50,7 @@ class Engine:
         self._sweeps = 0
         self.access_log = access_log
         self.tracing = tracing  # telemetry.tracing.Tracing, or None when tracing is off
+        self.metrics_enabled = metrics_enabled  # off only to measure what metrics cost
 
     # -- config --------------------------------------------------------------------
 
@@ -147,6 +149,8 @@ class Engine:
         now = time.monotonic()
         metrics = self.metrics
         route = rule.route if rule is not None else ""
+        if not self.metrics_enabled:
+            metrics = _NO_METRICS
         metrics.observe(
             route, exchange.status, now - ctx.start_time, exchange.body_received, exchange.bytes_sent
         )
@@ -232,6 +236,19 @@ class Engine:
                 f'meshgate_config_info{{version="{snap.version}"}} 1',
             ]
         return lines + process_lines()
+
+
+class _NoMetrics:
+    """Stands in for Metrics under --no-metrics: the same calls, nothing kept."""
+
+    def observe(self, *args: object) -> None:
+        pass
+
+    def inc(self, *args: object) -> None:
+        pass
+
+
+_NO_METRICS = _NoMetrics()
 
 
 def process_lines() -> list[str]:
