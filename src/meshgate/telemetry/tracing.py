@@ -271,6 +271,7 @@ class Tracing:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._exporter = None
+        self._in_flight = 0  # spans of the export call in progress
 
     # -- request path
     def start(self, headers: Headers, method: str, target: str, host: str, start_ns: int) -> RequestTrace:
@@ -381,18 +382,24 @@ class Tracing:
     def _drain(self) -> None:
         queue = self._queue
         popleft = queue.popleft
+        exporter = self._exporter
         while queue:
             batch = [popleft() for _ in range(min(len(queue), EXPORT_BATCH))]
+            self._in_flight = len(batch)
             try:
                 spans = self._convert(batch)
-                ok = self._exporter.export(spans).name == "SUCCESS"
+                ok = exporter.export(spans).name == "SUCCESS"
             except Exception as exc:  # noqa: BLE001 - counted and reported once a minute
-                _throttled_exporter_log(log, f"tracing: export failed: {exc!r}")
+                _throttled_log(log, "tracing: export to %s failed: %r", self.endpoint, exc)
                 ok = False
             if ok:
                 self.exported += len(batch)
             else:
                 self.failed += len(batch)
+                if self._stopping:  # no time for retries at shutdown: the rest is lost too
+                    self.failed += len(queue)
+                    queue.clear()
+            self._in_flight = 0
 
     def _make_exporter(self):
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
@@ -505,14 +512,14 @@ class Tracing:
         return spans
 
     def flush(self, timeout: float = SHUTDOWN_TIMEOUT) -> bool:
-        """Export what is queued now; True once the queue is empty (tests, drain)."""
+        """Export what is queued now; True once it has been sent (or given up on)."""
         if self._thread is None:
             return not self._queue
         self._wake.set()
         deadline = time.monotonic() + timeout
-        while self._queue and time.monotonic() < deadline:
+        while (self._queue or self._in_flight) and time.monotonic() < deadline:
             time.sleep(0.01)
-        return not self._queue
+        return not (self._queue or self._in_flight)
 
     def shutdown(self) -> None:
         """Export what is queued (waiting at most SHUTDOWN_TIMEOUT) and stop the thread."""
@@ -523,11 +530,12 @@ class Tracing:
             thread.join(SHUTDOWN_TIMEOUT)
         exporter = self._exporter
         if exporter is not None:
-            self._exporter = None
             try:
-                exporter.shutdown()  # also aborts retries of an export still running
+                exporter.shutdown()  # also cuts short the retries of an export still running
             except Exception:  # noqa: BLE001, S110 - shutting down: nothing left to protect
                 pass
+        if thread is not None and thread.is_alive():
+            thread.join(1.0)  # the aborted export returns at once; let it count its loss
 
 
 # --------------------------------------------------------------------------- helpers
@@ -571,7 +579,6 @@ def _throttle_logger(logger: logging.Logger) -> None:
 _own_throttle = _OncePerInterval()
 
 
-def _throttled_exporter_log(logger: logging.Logger, message: str) -> None:
+def _throttled_log(logger: logging.Logger, message: str, *args: object) -> None:
     if _own_throttle.filter(None):  # type: ignore[arg-type]
-        logger.warning(message)
-
+        logger.warning(message, *args)
