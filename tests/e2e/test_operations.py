@@ -273,7 +273,7 @@ def test_two_workers_one_scrape_counts_every_request(two_backends) -> None:
             total = sum(
                 float(line.rsplit(" ", 1)[1])
                 for line in text.splitlines()
-                if line.startswith('meshgate_http_requests_total{route="default/route",code="200"}')
+                if line.startswith('meshgate_http_requests_total{route="default/route",code="200",')
             )
             workers = [line for line in text.splitlines() if line.startswith("meshgate_workers_scraped ")]
             return (total, workers) if total == sent else None

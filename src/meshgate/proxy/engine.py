@@ -137,7 +137,8 @@ class Engine:
 
     def on_rejected(self, proto: ServerProtocol, status: int, detail: str) -> None:
         # Counted and timed like any answered request (it took no time we measure).
-        self.metrics.observe("", status, 0.0)
+        if self.metrics_enabled:
+            self.metrics.observe("", status, 0.0)
         if self.access_log is not None:
             self.access_log.log_rejected(proto.client_ip, status, detail)
         if log.isEnabledFor(logging.DEBUG):
@@ -234,6 +235,16 @@ class Engine:
                 "# HELP meshgate_config_info The active config version (label), always 1.",
                 "# TYPE meshgate_config_info gauge",
                 f'meshgate_config_info{{version="{snap.version}"}} 1',
+            ]
+        tracing = self.tracing
+        if tracing is not None:
+            lines += [
+                "# HELP meshgate_tracing_spans_total Sampled spans by fate: exported (accepted "
+                "by the receiver), failed (lost to failed exports), dropped (queue full).",
+                "# TYPE meshgate_tracing_spans_total counter",
+                f'meshgate_tracing_spans_total{{result="exported"}} {tracing.exported}',
+                f'meshgate_tracing_spans_total{{result="failed"}} {tracing.failed}',
+                f'meshgate_tracing_spans_total{{result="dropped"}} {tracing.dropped}',
             ]
         return lines + process_lines()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from typing import TYPE_CHECKING
 
 from meshgate.proxy.errors import (
@@ -126,6 +127,12 @@ class CoroutinePath:
         return self.replay is not None
 
     def _reset_attempt(self) -> None:
+        span = self.attempt_span
+        if span is not None:
+            # The abandoned try keeps the status it got (a retried 503 shows as 503).
+            status = self.resp_status or None
+            span.end(status, None if status else "retried", time.time_ns())
+            self.attempt_span = None
         conn = self.conn
         if conn is not None:
             self.conn = None

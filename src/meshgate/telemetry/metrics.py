@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from bisect import bisect_left
 
-_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Seconds: from half a millisecond (a cached or local reply) to 30 s (slow uploads).
+_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0
+)
 
 
 def _esc(value: str) -> str:
@@ -126,7 +129,8 @@ class Metrics:
         ]
         for (route, status), n in sorted(self.requests.items()):
             lines.append(
-                f'meshgate_http_requests_total{{route="{_esc(route)}",code="{status}"}} {n}'
+                f'meshgate_http_requests_total{{route="{_esc(route)}",code="{status}",'
+                f'code_class="{status // 100}xx"}} {n}'
             )
         lines += [
             "# HELP meshgate_http_request_duration_seconds Time from request head to response end.",

@@ -105,7 +105,7 @@ async def test_metrics_is_prometheus_text(admin, engine):
     assert status_code == 200
     assert ctype.startswith("text/plain; version=0.0.4")
     text = body.decode()
-    assert 'meshgate_http_requests_total{route="default/r",code="200"} 1' in text.splitlines()
+    assert 'meshgate_http_requests_total{route="default/r",code="200",code_class="2xx"} 1' in text.splitlines()
 
 
 async def test_unknown_path_is_404(admin):
