@@ -2,14 +2,34 @@
 
 Owns the per-request side (parse ``traceparent``/``tracestate`` or B3, decide sampling,
 mint span ids, hand the upstream its ``traceparent``) and the export side (a daemon
-thread that turns queued records into OpenTelemetry SDK spans and exports them).
+thread that encodes queued records as OTLP protobuf and POSTs them to the receiver).
 
 The request path creates no OpenTelemetry objects: ids are ``random.getrandbits``
 formatted as hex, and a sampled request appends one tuple per span to a bounded deque
 (full -> dropped and counted). Unsampled requests still propagate (flags ``00``, fresh
-span ids) and record nothing. The SDK is imported, and the exporter created, by the
-export thread itself, which starts on the first sampled span: a process that forks
-workers after building a ``Tracing`` gets one thread and one HTTP session per worker.
+span ids) and record nothing. The protobuf types are imported, and the connection
+created, by the export thread itself, which starts on the first sampled span: a process
+that forks workers after building a ``Tracing`` gets one thread and one HTTP connection
+per worker.
+
+Export: up to 512 spans per ``ExportTraceServiceRequest`` (one Resource, one scope,
+both built once), POSTed as ``application/x-protobuf`` with ``http.client`` over one
+keep-alive connection (reconnected after a failure); any 2xx is success. A connection
+error or a 429/502/503/504 is retried once after 0.2 s, within 5 s in all; then the
+batch counts as ``failed``. The standard OTLP exporter variables apply (the ``TRACES``
+one wins over the generic one): ``OTEL_EXPORTER_OTLP_TRACES_HEADERS`` /
+``OTEL_EXPORTER_OTLP_HEADERS`` add request headers (``k1=v1,k2=v2``, values
+URL-decoded, e.g. ``authorization=Bearer%20TOKEN`` for a collector that wants auth);
+``..._COMPRESSION=gzip``; ``..._CERTIFICATE`` (CA file) and ``..._CLIENT_CERTIFICATE`` /
+``..._CLIENT_KEY`` for https. ``OTEL_RESOURCE_ATTRIBUTES`` adds resource attributes;
+``service.name`` is always the one given to ``Tracing``.
+
+Cost: the export thread shares the GIL with the request path, so its CPU is taken from
+requests. Encoding a sampled request's spans (SERVER + CLIENT) costs about 20 µs of CPU
+(protobuf messages filled in place, upb backend; 512-span batches), against about
+130 µs when they went through OpenTelemetry SDK ``ReadableSpan``s and its OTLP
+exporter, measured with ``timeit`` on the same machine; the HTTP POST adds a few
+µs per batch, not per span.
 
 Timestamps (``start_ns``/``end_ns``) are Unix epoch nanoseconds (``time.time_ns()``),
 what OTLP carries.
@@ -17,15 +37,21 @@ what OTLP carries.
 
 from __future__ import annotations
 
+import gzip
+import http.client
 import logging
 import os
 import re
+import socket
+import ssl
 import threading
 import time
+import uuid
 import weakref
 from collections import deque
 from random import getrandbits, random
 from typing import TYPE_CHECKING
+from urllib.parse import unquote, urlsplit
 
 if TYPE_CHECKING:
     from meshgate.http.headers import Headers
@@ -35,7 +61,8 @@ log = logging.getLogger(__name__)
 QUEUE_CAPACITY = 10_000  # spans waiting for export; beyond it new spans are dropped
 EXPORT_BATCH = 512  # spans per export call; this many waiting wakes the thread early
 EXPORT_INTERVAL = 1.0  # seconds between drains when traffic is light
-EXPORT_TIMEOUT = 5.0  # seconds an export call (with the exporter's retries) may take
+EXPORT_TIMEOUT = 5.0  # seconds an export call (its one retry included) may take
+RETRY_BACKOFF = 0.2  # seconds before the one retry of a failed export
 SHUTDOWN_TIMEOUT = 5.0  # seconds shutdown() waits for the last export
 LOG_EVERY = 60.0  # seconds between two reports of failing exports
 
@@ -387,8 +414,7 @@ class Tracing:
             batch = [popleft() for _ in range(min(len(queue), EXPORT_BATCH))]
             self._in_flight = len(batch)
             try:
-                spans = self._convert(batch)
-                ok = exporter.export(spans).name == "SUCCESS"
+                ok = exporter.send(self._convert(batch).SerializeToString(), retry=not self._stopping)
             except Exception as exc:  # noqa: BLE001 - counted and reported once a minute
                 _throttled_log(log, "tracing: export to %s failed: %r", self.endpoint, exc)
                 ok = False
@@ -401,115 +427,117 @@ class Tracing:
                     queue.clear()
             self._in_flight = 0
 
-    def _make_exporter(self):
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-            OTLPSpanExporter,
+    def _make_exporter(self) -> _OtlpHttpSender:
+        """The protobuf types, the Resource and scope messages, and the HTTP sender
+        (export thread only: imports and sockets stay out of the request path)."""
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
         )
-        from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import ReadableSpan
-        from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-        from opentelemetry.trace import (
-            SpanContext,
-            SpanKind,
-            Status,
-            StatusCode,
-            TraceFlags,
-            TraceState,
+        from opentelemetry.proto.common.v1.common_pb2 import (
+            AnyValue,
+            InstrumentationScope,
+            KeyValue,
         )
+        from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+        from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-        _throttle_logger(logging.getLogger("opentelemetry.exporter.otlp.proto.http.trace_exporter"))
-        self._sdk = (
-            ReadableSpan,
-            SpanContext,
-            SpanKind,
-            Status(StatusCode.ERROR),
-            Status(StatusCode.UNSET),
-            TraceFlags(TraceFlags.SAMPLED),
-            TraceState,
+        attributes = {
+            "telemetry.sdk.language": "python",
+            "telemetry.sdk.name": "meshgate",
+            "telemetry.sdk.version": _meshgate_version(),
+            "service.instance.id": str(uuid.uuid4()),  # made per process: once per worker
+        }
+        attributes.update(_parse_env_pairs("OTEL_RESOURCE_ATTRIBUTES"))
+        attributes["service.name"] = self.service_name
+        self._resource = Resource(
+            attributes=[KeyValue(key=k, value=AnyValue(string_value=v)) for k, v in attributes.items()]
         )
-        self._resource = Resource.create({"service.name": self.service_name})
-        self._scope = InstrumentationScope("meshgate")
-        return OTLPSpanExporter(endpoint=self.endpoint, timeout=EXPORT_TIMEOUT)
+        self._scope = InstrumentationScope(name="meshgate")
+        self._pb_request = ExportTraceServiceRequest
+        self._pb_consts = (Span.SPAN_KIND_SERVER, Span.SPAN_KIND_CLIENT, Status.STATUS_CODE_ERROR)
+        return _OtlpHttpSender(self.endpoint)
 
-    def _convert(self, records: list[tuple]) -> list:
-        """Queued records -> OpenTelemetry SDK ReadableSpans (export thread only)."""
-        ReadableSpan, SpanContext, SpanKind, error_status, unset_status, sampled_flags, TraceState = self._sdk
-        resource, scope = self._resource, self._scope
-        spans = []
+    def _convert(self, records: list[tuple]):
+        """Queued records -> one OTLP ``ExportTraceServiceRequest`` (export thread only).
+
+        Sub-messages are filled in place (``attributes.add(key=...).value.x = ...``):
+        building KeyValue/AnyValue objects and copying them in costs 2-3x as much."""
+        request = self._pb_request()
+        resource_spans = request.resource_spans.add()
+        resource_spans.resource.CopyFrom(self._resource)
+        scope_spans = resource_spans.scope_spans.add()
+        scope_spans.scope.CopyFrom(self._scope)
+        add_span = scope_spans.spans.add
+        server_kind, client_kind, error_code = self._pb_consts
+        fromhex = bytes.fromhex
         for rec in records:
-            trace_id = int(rec[1], 16)
-            context = SpanContext(trace_id, int(rec[2], 16), is_remote=False, trace_flags=sampled_flags)
             if rec[0] == _SERVER:
-                (_, _, _, parent_id, tracestate, method, target, host, start, end, status, route, backend, flag) = rec
+                (_, trace_id, span_id, parent_id, tracestate, method, target, host, start, end, status, route, backend, flag) = rec
                 path, _, query = target.partition("?")
-                attrs = {"http.request.method": method, "url.path": path}
+                span = add_span(
+                    trace_id=fromhex(trace_id),
+                    span_id=fromhex(span_id),
+                    name=f"{method} {route or path}",
+                    kind=server_kind,
+                    start_time_unix_nano=start,
+                    end_time_unix_nano=end,
+                    # SpanFlags: "is_remote is known" (0x100), "the parent is remote" (0x200)
+                    flags=0x100 if parent_id is None else 0x300,
+                )
+                if parent_id is not None:
+                    span.parent_span_id = fromhex(parent_id)
+                if tracestate:
+                    # A bad tracestate is forwarded upstream as received, but not recorded.
+                    span.trace_state = _normalize_tracestate(tracestate)
+                add = span.attributes.add
+                add(key="http.request.method").value.string_value = method
+                add(key="url.path").value.string_value = path
                 if query:
-                    attrs["url.query"] = query
+                    add(key="url.query").value.string_value = query
                 address, port = _split_host_port(host)
                 if address:
-                    attrs["server.address"] = address
+                    add(key="server.address").value.string_value = address
                 if port is not None:
-                    attrs["server.port"] = port
-                attrs["http.response.status_code"] = status
+                    add(key="server.port").value.int_value = port
+                add(key="http.response.status_code").value.int_value = status
                 if route:
-                    attrs["http.route"] = route
+                    add(key="http.route").value.string_value = route
                 if backend:
-                    attrs["meshgate.backend"] = backend
+                    add(key="meshgate.backend").value.string_value = backend
                 if flag:
-                    attrs["meshgate.response_flags"] = flag
-                failed = status >= 500
-                if failed:
-                    attrs["error.type"] = flag or str(status)
-                if tracestate:
-                    try:
-                        context = SpanContext(
-                            trace_id,
-                            context.span_id,
-                            is_remote=False,
-                            trace_flags=sampled_flags,
-                            trace_state=TraceState.from_header([tracestate]),
-                        )
-                    except Exception:  # noqa: BLE001, S110 - a bad tracestate is forwarded, not recorded
-                        pass
-                parent = None
-                if parent_id is not None:
-                    parent = SpanContext(trace_id, int(parent_id, 16), is_remote=True, trace_flags=sampled_flags)
-                name = f"{method} {route or path}"
-                kind = SpanKind.SERVER
+                    add(key="meshgate.response_flags").value.string_value = flag
+                if status >= 500:
+                    add(key="error.type").value.string_value = flag or str(status)
+                    span.status.code = error_code
             else:
-                (_, _, _, server_span_id, method, peer, start, end, status, error) = rec
-                attrs = {"http.request.method": method}
+                (_, trace_id, span_id, server_span_id, method, peer, start, end, status, error) = rec
+                span = add_span(
+                    trace_id=fromhex(trace_id),
+                    span_id=fromhex(span_id),
+                    parent_span_id=fromhex(server_span_id),
+                    name=f"{method} upstream",
+                    kind=client_kind,
+                    start_time_unix_nano=start,
+                    end_time_unix_nano=end,
+                    flags=0x100,
+                )
+                add = span.attributes.add
+                add(key="http.request.method").value.string_value = method
                 address, port = _split_host_port(peer)
                 if address:
-                    attrs["server.address"] = address
+                    add(key="server.address").value.string_value = address
                 if port is not None:
-                    attrs["server.port"] = port
+                    add(key="server.port").value.int_value = port
                 if status is not None:
-                    attrs["http.response.status_code"] = status
+                    add(key="http.response.status_code").value.int_value = status
                 # HTTP semantic conventions: a CLIENT span fails on 4xx and 5xx.
-                failed = error is not None or status is None or status >= 400
                 if error is not None:
-                    attrs["error.type"] = error
-                elif failed:
-                    attrs["error.type"] = str(status) if status is not None else "_OTHER"
-                parent = SpanContext(trace_id, int(server_span_id, 16), is_remote=False, trace_flags=sampled_flags)
-                name = f"{method} upstream"
-                kind = SpanKind.CLIENT
-            spans.append(
-                ReadableSpan(
-                    name,
-                    context=context,
-                    parent=parent,
-                    resource=resource,
-                    attributes=attrs,
-                    kind=kind,
-                    status=error_status if failed else unset_status,
-                    start_time=start,
-                    end_time=end,
-                    instrumentation_scope=scope,
-                )
-            )
-        return spans
+                    add(key="error.type").value.string_value = error
+                    span.status.code = error_code
+                elif status is None or status >= 400:
+                    add(key="error.type").value.string_value = str(status) if status is not None else "_OTHER"
+                    span.status.code = error_code
+        return request
 
     def flush(self, timeout: float = SHUTDOWN_TIMEOUT) -> bool:
         """Export what is queued now; True once it has been sent (or given up on)."""
@@ -555,6 +583,157 @@ def _split_host_port(value: str) -> tuple[str, int | None]:
     return host, int(port) if port.isdigit() else None
 
 
+# Retry once, after RETRY_BACKOFF, on a connection error or a status OTLP calls retryable.
+_RETRYABLE_STATUS = frozenset((429, 502, 503, 504))
+# tracestate as the OpenTelemetry API validates it: a bad list is not recorded at all.
+_TRACESTATE_MEMBER = re.compile(
+    r"([a-z][_0-9a-z\-*/]{0,255}|[a-z0-9][_0-9a-z\-*/]{0,240}@[a-z][_0-9a-z\-*/]{0,13})"
+    r"=([\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e])"
+)
+_TRACESTATE_MAX_MEMBERS = 32
+
+
+def _normalize_tracestate(value: str) -> str:
+    """``tracestate`` as recorded on a span: members trimmed and joined by ``,``; ""
+    if any member is malformed, a key repeats, or there are more than 32."""
+    keys: set[str] = set()
+    members = []
+    for member in value.split(","):
+        member = member.strip(" \t")
+        if not member:
+            continue
+        m = _TRACESTATE_MEMBER.fullmatch(member)
+        if m is None or m.group(1) in keys:
+            return ""
+        keys.add(m.group(1))
+        members.append(member)
+    return ",".join(members) if len(members) <= _TRACESTATE_MAX_MEMBERS else ""
+
+
+def _parse_env_pairs(*names: str) -> dict[str, str]:
+    """``k1=v1,k2=v2`` from the first of the environment variables ``names`` that is set
+    (the OTel format of ``OTEL_EXPORTER_OTLP_HEADERS``, ``OTEL_RESOURCE_ATTRIBUTES``):
+    keys and values trimmed, values URL-decoded; a malformed entry is skipped, warned."""
+    raw = next((os.environ[n] for n in names if os.environ.get(n, "").strip()), "")
+    pairs = {}
+    for item in raw.split(","):
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not item.strip():
+            continue
+        if not sep or not key:
+            log.warning("tracing: ignoring malformed entry %r in %s", item.strip(), names[0])
+            continue
+        pairs[unquote(key)] = unquote(value.strip())
+    return pairs
+
+
+def _env(*names: str) -> str:
+    return next((os.environ[n].strip() for n in names if os.environ.get(n, "").strip()), "")
+
+
+def _meshgate_version() -> str:
+    try:
+        from meshgate import __version__
+    except ImportError:  # pragma: no cover
+        return "unknown"
+    return __version__
+
+
+class _OtlpHttpSender:
+    """POSTs encoded ``ExportTraceServiceRequest`` bodies to an OTLP/HTTP endpoint over
+    one keep-alive connection (``http.client``), reconnecting after any failure.
+
+    Reads the standard OTLP exporter variables (the ``TRACES`` one wins over the
+    generic one): ``..._HEADERS`` (extra request headers), ``..._COMPRESSION``
+    (``gzip`` or none), ``..._CERTIFICATE`` (CA file for https), and
+    ``..._CLIENT_CERTIFICATE`` / ``..._CLIENT_KEY`` (mutual TLS).
+    """
+
+    def __init__(self, endpoint: str, timeout: float = EXPORT_TIMEOUT) -> None:
+        url = urlsplit(endpoint)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(f"OTLP endpoint must be an http:// or https:// URL, got {endpoint!r}")
+        self.timeout = timeout
+        self.path = (url.path or "/") + (f"?{url.query}" if url.query else "")
+        self.headers = _parse_env_pairs("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS")
+        self.headers["Content-Type"] = "application/x-protobuf"
+        self.headers.setdefault("User-Agent", f"meshgate/{_meshgate_version()}")
+        compression = _env("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "OTEL_EXPORTER_OTLP_COMPRESSION").lower()
+        if compression not in ("", "none", "gzip"):
+            log.warning("tracing: unsupported OTLP compression %r, sending uncompressed", compression)
+        self.gzip = compression == "gzip"
+        if self.gzip:
+            self.headers["Content-Encoding"] = "gzip"
+        self._closed = threading.Event()
+        if url.scheme == "https":
+            context = ssl.create_default_context(
+                cafile=_env("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", "OTEL_EXPORTER_OTLP_CERTIFICATE") or None
+            )
+            client_cert = _env("OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE", "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE")
+            if client_cert:
+                client_key = _env("OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", "OTEL_EXPORTER_OTLP_CLIENT_KEY")
+                context.load_cert_chain(client_cert, client_key or None)
+            self._conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                url.hostname, url.port, timeout=timeout, context=context
+            )
+        else:
+            self._conn = http.client.HTTPConnection(url.hostname, url.port, timeout=timeout)
+
+    def send(self, body: bytes, retry: bool = True) -> bool:
+        """True when the receiver answered 2xx. A connection error or a retryable status
+        (429, 502, 503, 504) is retried once after RETRY_BACKOFF; all within ``timeout``."""
+        if self.gzip:
+            body = gzip.compress(body, compresslevel=1)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            if self._closed.is_set():
+                return False
+            error, retryable = self._post(body, deadline - time.monotonic())
+            if error is None:
+                return True
+            _throttled_log(log, "tracing: export to %s failed: %s", self._url(), error)
+            if not (retry and retryable) or deadline - time.monotonic() <= RETRY_BACKOFF:
+                return False
+            if self._closed.wait(RETRY_BACKOFF):  # shutdown() ends the wait: no retry
+                return False
+            retry = False
+
+    def _post(self, body: bytes, timeout: float) -> tuple[str | None, bool]:
+        """(None, _) on a 2xx answer, else (what went wrong, whether to retry)."""
+        conn = self._conn
+        conn.timeout = timeout
+        if conn.sock is not None:
+            conn.sock.settimeout(timeout)
+        try:
+            conn.request("POST", self.path, body, self.headers)
+            response = conn.getresponse()
+            response.read()  # the whole answer, so that the connection can be reused
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()  # the next request reconnects
+            return repr(exc), True
+        if response.will_close:
+            conn.close()
+        if 200 <= response.status < 300:
+            return None, False
+        return f"HTTP {response.status} {response.reason}", response.status in _RETRYABLE_STATUS
+
+    def _url(self) -> str:
+        conn = self._conn
+        scheme = "https" if isinstance(conn, http.client.HTTPSConnection) else "http"
+        return f"{scheme}://{conn.host}:{conn.port}{self.path}"
+
+    def shutdown(self) -> None:
+        """Cut short a send in progress (from another thread) and close the connection."""
+        self._closed.set()
+        sock = self._conn.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked on this socket
+            except OSError:
+                pass
+
+
 class _OncePerInterval(logging.Filter):
     """Lets one record through per LOG_EVERY seconds: a receiver that is down must not
     flood the gateway's log with one error per batch."""
@@ -569,11 +748,6 @@ class _OncePerInterval(logging.Filter):
             return False
         self.last = now
         return True
-
-
-def _throttle_logger(logger: logging.Logger) -> None:
-    if not any(isinstance(f, _OncePerInterval) for f in logger.filters):
-        logger.addFilter(_OncePerInterval())
 
 
 _own_throttle = _OncePerInterval()

@@ -284,23 +284,48 @@ def test_full_queue_drops_and_counts(make_tracing):
     assert len(t._queue) == 3 and t.dropped == 2
 
 
-def test_records_convert_to_sdk_spans_with_links_kinds_and_status(make_tracing):
-    from opentelemetry.trace import SpanKind, StatusCode
+def _attrs(span) -> dict:
+    return {kv.key: getattr(kv.value, kv.value.WhichOneof("value")) for kv in span.attributes}
+
+
+def _encoded(t: Tracing):
+    """The queue as the receiver gets it: the serialized request, parsed back."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    t._make_exporter()  # sets up the protobuf types and the Resource the converter uses
+    request = ExportTraceServiceRequest()
+    request.ParseFromString(t._convert(list(t._queue)).SerializeToString())
+    return request
+
+
+def test_records_encode_to_otlp_spans_with_links_kinds_and_status(make_tracing):
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
     t = make_tracing()
-    t._make_exporter()  # sets up the SDK types the converter uses
     trace = t.start(
-        Headers([("traceparent", f"00-{TRACE}-{SPAN}-01")]), "POST", "/api/items?id=3", "shop.example:8443", 100
+        Headers([("traceparent", f"00-{TRACE}-{SPAN}-01"), ("tracestate", "congo=t61, rojo=00f0")]),
+        "POST",
+        "/api/items?id=3",
+        "shop.example:8443",
+        100,
     )
     trace.attempt("10.0.0.7:9000").end(None, "UF", 150)
     trace.attempt("10.0.0.8:9000").end(200, None, 180)
     trace.end(200, "default/items", "default/items-svc", "", 200)
-    failed, ok, server = t._convert(list(t._queue))
-    assert server.kind == SpanKind.SERVER and server.name == "POST default/items"
-    assert server.parent.span_id == int(SPAN, 16) and server.parent.is_remote
-    assert server.context.trace_id == int(TRACE, 16)
-    assert (server.start_time, server.end_time) == (100, 200)
-    assert dict(server.attributes) == {
+    (resource_spans,) = _encoded(t).resource_spans
+    resource = {kv.key: kv.value.string_value for kv in resource_spans.resource.attributes}
+    assert resource["service.name"] == "meshgate"
+    (scope_spans,) = resource_spans.scope_spans
+    assert scope_spans.scope.name == "meshgate"
+    failed, ok, server = scope_spans.spans
+    assert server.kind == Span.SPAN_KIND_SERVER and server.name == "POST default/items"
+    assert server.parent_span_id.hex() == SPAN and server.flags == 0x300  # remote parent
+    assert server.trace_id.hex() == TRACE
+    assert server.trace_state == "congo=t61,rojo=00f0"
+    assert (server.start_time_unix_nano, server.end_time_unix_nano) == (100, 200)
+    assert _attrs(server) == {
         "http.request.method": "POST",
         "url.path": "/api/items",
         "url.query": "id=3",
@@ -310,30 +335,142 @@ def test_records_convert_to_sdk_spans_with_links_kinds_and_status(make_tracing):
         "http.route": "default/items",
         "meshgate.backend": "default/items-svc",
     }
-    assert server.status.status_code == StatusCode.UNSET
-    assert server.resource.attributes["service.name"] == "meshgate"
+    assert server.status.code == Status.STATUS_CODE_UNSET
     for client in (failed, ok):
-        assert client.kind == SpanKind.CLIENT and client.name == "POST upstream"
-        assert client.parent.span_id == server.context.span_id
-    assert failed.status.status_code == StatusCode.ERROR
-    assert failed.attributes["error.type"] == "UF" and "http.response.status_code" not in failed.attributes
-    assert ok.status.status_code == StatusCode.UNSET
-    assert ok.attributes["server.address"] == "10.0.0.8" and ok.attributes["server.port"] == 9000
+        assert client.kind == Span.SPAN_KIND_CLIENT and client.name == "POST upstream"
+        assert client.parent_span_id == server.span_id and client.trace_id == server.trace_id
+        assert client.flags == 0x100
+    assert failed.status.code == Status.STATUS_CODE_ERROR
+    assert _attrs(failed)["error.type"] == "UF" and "http.response.status_code" not in _attrs(failed)
+    assert ok.status.code == Status.STATUS_CODE_UNSET
+    assert _attrs(ok)["server.address"] == "10.0.0.8" and _attrs(ok)["server.port"] == 9000
+    assert {failed.span_id.hex(), ok.span_id.hex()} <= {r[2] for r in t._queue}
 
 
 def test_server_span_without_route_is_named_by_path_and_5xx_is_an_error(make_tracing):
-    from opentelemetry.trace import StatusCode
+    from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
     t = make_tracing()
-    t._make_exporter()
     start(t).end(503, None, None, "UH", 2)
-    (server,) = t._convert(list(t._queue))
+    (server,) = _encoded(t).resource_spans[0].scope_spans[0].spans
     assert server.name == "GET /x"
-    assert server.status.status_code == StatusCode.ERROR
-    assert server.attributes["meshgate.response_flags"] == "UH"
-    assert server.parent is None
+    assert server.status.code == Status.STATUS_CODE_ERROR
+    assert _attrs(server)["meshgate.response_flags"] == "UH"
+    assert _attrs(server)["error.type"] == "UH"
+    assert server.parent_span_id == b"" and server.flags == 0x100
 
 
+def test_client_span_4xx_without_error_is_an_error_typed_by_status(make_tracing):
+    from opentelemetry.proto.trace.v1.trace_pb2 import Status
+
+    t = make_tracing()
+    start(t).attempt("a:1").end(404, None, 2)
+    (client,) = _encoded(t).resource_spans[0].scope_spans[0].spans
+    assert client.status.code == Status.STATUS_CODE_ERROR and _attrs(client)["error.type"] == "404"
+
+
+@pytest.mark.parametrize(
+    "value, recorded",
+    [
+        ("a=1", "a=1"),
+        (" a=1 ,, b=2\t", "a=1,b=2"),
+        ("a=1,a=2", ""),  # duplicate key
+        ("A=1", ""),  # uppercase key
+        ("a=1,garbage", ""),
+        (",".join(f"k{i}=v" for i in range(33)), ""),  # more than 32 members
+    ],
+)
+def test_tracestate_is_recorded_normalized_or_not_at_all(value, recorded):
+    assert tracing._normalize_tracestate(value) == recorded
+
+
+def test_resource_attributes_from_env_but_service_name_stays(make_tracing, monkeypatch):
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=staging,service.name=other")
+    t = make_tracing()
+    start(t).end(200, None, None, "", 2)
+    resource = {kv.key: kv.value.string_value for kv in _encoded(t).resource_spans[0].resource.attributes}
+    assert resource["deployment.environment"] == "staging" and resource["service.name"] == "meshgate"
+
+
+# --------------------------------------------------------------------------- sending
+
+
+def test_otlp_headers_env_is_parsed_url_decoded_and_traces_one_wins(monkeypatch):
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-generic=1")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS", " Authorization = Bearer%20abc%3D , x-tenant=t1,bad")
+    sender = tracing._OtlpHttpSender("http://127.0.0.1:9/v1/traces")
+    assert sender.headers["Authorization"] == "Bearer abc="
+    assert sender.headers["x-tenant"] == "t1" and "x-generic" not in sender.headers
+    assert sender.headers["Content-Type"] == "application/x-protobuf"
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS")
+    assert tracing._OtlpHttpSender("http://127.0.0.1:9/v1/traces").headers["x-generic"] == "1"
+
+
+@pytest.fixture
+def collector():
+    """A tiny HTTP server answering each POST with the next status of `statuses`
+    (200 once they run out), keeping what it received."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive
+
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            server.received.append((self.path, dict(self.headers), body, self.client_address[1]))
+            status = server.statuses.pop(0) if server.statuses else 200
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    server.received, server.statuses = [], []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_sender_posts_protobuf_with_env_headers_over_one_connection(collector, monkeypatch):
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "authorization=Bearer%20t")
+    sender = tracing._OtlpHttpSender(f"http://127.0.0.1:{collector.server_address[1]}/v1/traces")
+    assert sender.send(b"one") and sender.send(b"two")
+    (path, headers, body, port), second = collector.received
+    assert path == "/v1/traces" and body == b"one" and second[2] == b"two"
+    assert headers["Content-Type"] == "application/x-protobuf" and headers["authorization"] == "Bearer t"
+    assert port == second[3]  # the connection was kept alive
+
+
+def test_sender_retries_once_on_retryable_status_only(collector):
+    sender = tracing._OtlpHttpSender(f"http://127.0.0.1:{collector.server_address[1]}/v1/traces")
+    collector.statuses[:] = [503]
+    assert sender.send(b"x") is True and len(collector.received) == 2
+    collector.statuses[:] = [503, 502]
+    assert sender.send(b"x") is False and len(collector.received) == 4
+    collector.statuses[:] = [400]
+    assert sender.send(b"x") is False and len(collector.received) == 5  # not retryable
+    assert sender.send(b"x") is True  # and the connection still works
+
+
+def test_sender_gives_up_after_one_retry_with_nothing_listening():
+    import socket
+    import time
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sender = tracing._OtlpHttpSender(f"http://127.0.0.1:{port}/v1/traces")
+    began = time.monotonic()
+    assert sender.send(b"x") is False
+    assert tracing.RETRY_BACKOFF <= time.monotonic() - began < 2
+    sender.shutdown()
+    assert sender.send(b"x") is False  # after shutdown(): at once, no retry
 @pytest.mark.parametrize(
     "value, expected",
     [
