@@ -9,7 +9,7 @@ parsing, routing, head building, bookkeeping. Run: .venv/bin/python bench/hotpat
 from __future__ import annotations
 
 import asyncio
-import sys
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -78,11 +78,23 @@ class UpstreamTransport(DownstreamTransport):
         self.written += 1
 
 
-async def main(n: int, rounds: int = 7) -> None:
+async def main(n: int, rounds: int = 7, variant: str = "default") -> None:
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "c.yaml").write_text(CONFIG)
         snapshot, _ = build_snapshot([tmp])
     engine = Engine()
+    if variant == "no-metrics":
+        engine.metrics_enabled = False
+    elif variant == "access-log":
+        from meshgate.telemetry.access_log import AccessLog
+
+        engine.access_log = AccessLog(os.devnull)
+    elif variant.startswith("trace-"):
+        from meshgate.telemetry.tracing import Tracing
+
+        # Nothing listens on port 9: spans are still encoded (and counted as failed),
+        # so the export thread's CPU is in the figure (process_time counts all threads).
+        engine.tracing = Tracing("http://127.0.0.1:9/v1/traces", ratio=int(variant[6:]) / 100)
     engine.snapshot = snapshot
     engine.upstreams.apply(snapshot.clusters, snapshot.limits)
     pool = next(iter(engine.upstreams.pools.values()))
@@ -111,11 +123,24 @@ async def main(n: int, rounds: int = 7) -> None:
             conn.data_received(RESPONSE)
         best = min(best, time.process_time() - t0)
     assert down.written == n * rounds + 2000, (down.written, n)
-    print(f"{n} requests x {rounds}: best {best / n * 1e6:.1f} us of Python per request "
+    if engine.tracing is not None:
+        await asyncio.to_thread(engine.tracing.shutdown)
+    print(f"[{variant}] {n} requests x {rounds}: best {best / n * 1e6:.1f} us of Python per request "
           f"({n / best:,.0f} req/CPU-s without I/O)")
 
 
 if __name__ == "__main__":
+    import argparse
+
     import uvloop
 
-    uvloop.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 20000))
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("n", nargs="?", type=int, default=20000, help="requests per round")
+    ap.add_argument(
+        "--variant",
+        default="default",
+        choices=["default", "no-metrics", "access-log", "trace-1", "trace-100"],
+        help="telemetry to switch on or off (default: metrics on, no access log, no tracing)",
+    )
+    args = ap.parse_args()
+    uvloop.run(main(args.n, variant=args.variant))
