@@ -156,6 +156,8 @@ def test_retries_are_separate_attempt_spans_under_one_server_span(chain, receive
     assert len({s.span_id for s in a_attempts}) == 3
     assert a_server.status == "ERROR" and a_server.attributes["http.response.status_code"] == 500
     assert all(s.status == "ERROR" for s in a_attempts)
+    # Each abandoned try keeps the status it got.
+    assert [s.attributes.get("http.response.status_code") for s in a_attempts] == [500, 500, 500]
 
     # B saw three requests, each one continuing a different attempt of A.
     b_servers = by_kind(spans, "SERVER", "default/inner")
@@ -211,3 +213,28 @@ def test_unreachable_receiver_costs_requests_nothing_and_logs_little(caplog):
     # Failures are reported at most once a minute, not once per batch or retry.
     exporter_records = [r for r in caplog.records if r.name.startswith("opentelemetry")]
     assert len(exporter_records) <= 1, [r.getMessage() for r in exporter_records]
+
+
+def test_a_try_that_never_connected_is_a_span_with_its_flag(receiver):
+    port, dead = free_port(), free_port()
+    docs = [
+        gateway_doc(port),
+        backend_doc("nothing", dead),
+        route_doc(
+            "dead",
+            [{"backendRefs": [{"group": "gateway.envoyproxy.io", "kind": "Backend", "name": "nothing"}]}],
+        ),
+    ]
+    trace_id = "5" * 32
+    with Gateway(docs, extra_args=["--otlp-endpoint", receiver.endpoint]):
+        resp = httpx.get(
+            f"http://{LOCALHOST}:{port}/x", headers={"traceparent": f"00-{trace_id}-{'6' * 16}-01"}
+        )
+        assert resp.status_code == 503
+        spans = receiver.wait_for_spans(2, trace_id)
+    (server,) = by_kind(spans, "SERVER", "default/dead")
+    (attempt,) = by_kind(spans, "CLIENT")
+    assert attempt.parent_span_id == server.span_id
+    assert attempt.status == "ERROR" and attempt.attributes["error.type"] == "UF"
+    assert attempt.attributes["server.address"] == "127.0.0.1"
+    assert attempt.attributes["server.port"] == dead

@@ -173,6 +173,13 @@ class Exchange(CoroutinePath):
             self._answer_error(error)
             self._finish(error)
 
+    def trace_failed_connect(self, pool, error: ProxyError) -> None:  # noqa: ANN001
+        """A try that never got a connection still shows in the trace, with its flag."""
+        trace = self.ctx.trace
+        if trace is not None:
+            ep = pool.endpoint
+            trace.attempt(f"{ep.host}:{ep.port}").end(None, error.flag, time.time_ns())
+
     def _sync_request_filters(self) -> LocalReply | None:
         ctx = self.ctx
         for hook, _ in ctx.rule.request_hooks:  # type: ignore[union-attr]
@@ -197,6 +204,7 @@ class Exchange(CoroutinePath):
         try:
             conn = await pool.acquire()
         except ProxyError as exc:
+            self.trace_failed_connect(pool, exc)
             self._answer_error(exc)
             self._finish(exc)
             return

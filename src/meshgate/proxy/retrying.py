@@ -145,7 +145,11 @@ class CoroutinePath:
     async def _attempt(self, balancer, retry) -> int | None:  # noqa: ANN001
         """One try upstream. Returns a status to retry on, or None when answered."""
         pool = balancer.pick()
-        conn = await pool.acquire()
+        try:
+            conn = await pool.acquire()
+        except ProxyError as exc:
+            self.trace_failed_connect(pool, exc)
+            raise
         if self.finished:
             conn.release(True)
             raise DownstreamDisconnected()
