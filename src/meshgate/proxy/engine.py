@@ -153,7 +153,13 @@ class Engine:
         if not self.metrics_enabled:
             metrics = _NO_METRICS
         metrics.observe(
-            route, exchange.status, now - ctx.start_time, exchange.body_received, exchange.bytes_sent
+            route,
+            exchange.status,
+            now - ctx.start_time,
+            exchange.body_received,
+            exchange.bytes_sent,
+            ctx.gateway,
+            ctx.listener,
         )
         backend = ctx.backend
         if exchange.upstream_attempts:

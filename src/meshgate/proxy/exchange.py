@@ -412,6 +412,9 @@ class Exchange(CoroutinePath):
     def route(self) -> LocalReply | None:
         ctx = self.ctx
         listener, table = self.snapshot.tables_for(ctx.listener_port, ctx.host)
+        if listener is not None:  # known even when no rule matches (404 by listener)
+            ctx.gateway = listener.gateway
+            ctx.listener = listener.listener
         if table is None:
             raise NoRoute()
         query = None
@@ -422,8 +425,6 @@ class Exchange(CoroutinePath):
             raise NoRoute()
         ctx.match = match
         ctx.rule = match.rule
-        ctx.gateway = listener.gateway  # type: ignore[union-attr]
-        ctx.listener = listener.listener  # type: ignore[union-attr]
         return None
 
     def _pick_backend(self):  # noqa: ANN202

@@ -48,7 +48,8 @@ COUNTERS = {
 
 class Metrics:
     def __init__(self) -> None:
-        self.requests: dict[tuple[str, int], int] = {}
+        # (route, status, gateway "ns/name", listener name) -> count
+        self.requests: dict[tuple[str, int, str, str], int] = {}
         # route -> [bucket counts..., over, sum, count, request bytes, response bytes]
         self.durations: dict[str, list] = {}
         self.counters: dict[tuple[str, tuple], float] = {}
@@ -59,14 +60,21 @@ class Metrics:
         key = (name, labels)
         self.counters[key] = self.counters.get(key, 0) + n
 
-    def count_request(self, route: str, status: int) -> None:
-        key = (route, status)
+    def count_request(self, route: str, status: int, gateway: str = "", listener: str = "") -> None:
+        key = (route, status, gateway, listener)
         self.requests[key] = self.requests.get(key, 0) + 1
 
     def observe(
-        self, route: str, status: int, seconds: float, bytes_in: int = 0, bytes_out: int = 0
+        self,
+        route: str,
+        status: int,
+        seconds: float,
+        bytes_in: int = 0,
+        bytes_out: int = 0,
+        gateway: str = "",
+        listener: str = "",
     ) -> None:
-        key = (route, status)
+        key = (route, status, gateway, listener)
         self.requests[key] = self.requests.get(key, 0) + 1
         h = self.durations.get(route)
         if h is None:
@@ -81,7 +89,7 @@ class Metrics:
     def state(self) -> dict:
         """The raw counters as JSON-able data, for summing across workers."""
         return {
-            "requests": [[route, code, n] for (route, code), n in self.requests.items()],
+            "requests": [[*key, n] for key, n in self.requests.items()],
             "durations": self.durations,
             "counters": [[name, list(labels), n] for (name, labels), n in self.counters.items()],
             "downstream_connections": self.downstream_connections,
@@ -90,8 +98,8 @@ class Metrics:
 
     def absorb(self, state: dict) -> None:
         """Add another worker's ``state()`` into this one."""
-        for route, code, n in state["requests"]:
-            key = (route, int(code))
+        for route, code, gateway, listener, n in state["requests"]:
+            key = (route, int(code), gateway, listener)
             self.requests[key] = self.requests.get(key, 0) + n
         for route, h in state["durations"].items():
             mine = self.durations.get(route)
@@ -127,10 +135,11 @@ class Metrics:
             "# HELP meshgate_http_requests_total Requests answered, by route and status.",
             "# TYPE meshgate_http_requests_total counter",
         ]
-        for (route, status), n in sorted(self.requests.items()):
+        for (route, status, gateway, listener), n in sorted(self.requests.items()):
             lines.append(
                 f'meshgate_http_requests_total{{route="{_esc(route)}",code="{status}",'
-                f'code_class="{status // 100}xx"}} {n}'
+                f'code_class="{status // 100}xx",gateway="{_esc(gateway)}",'
+                f'listener="{_esc(listener)}"}} {n}'
             )
         lines += [
             "# HELP meshgate_http_request_duration_seconds Time from request head to response end.",
