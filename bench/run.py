@@ -110,6 +110,26 @@ def parse_wrk(out: str) -> WrkResult:
     )
 
 
+def measured_row(name: str, res: WrkResult, cpu: float, binary: str, version: str) -> Row:
+    """A table row from one wrk run and the CPU seconds it cost (ratios filled later)."""
+    return Row(
+        name=name,
+        rps=res.rps,
+        requests=res.requests,
+        p50_ms=res.p50_ms,
+        p99_ms=res.p99_ms,
+        added_p50_ms=None,
+        added_p99_ms=None,
+        cpu_s=cpu,
+        req_per_cpu_s=res.requests / cpu if cpu > 0 else None,
+        ratio_to_nginx=None,
+        socket_errors=res.socket_errors,
+        non_2xx=res.non_2xx,
+        binary=binary,
+        version=version,
+    )
+
+
 def run_wrk(wrk: str, url: str, duration: int, connections: int, threads: int) -> WrkResult:
     argv = [wrk, f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", url]
     if CPUS.get("load"):
@@ -378,22 +398,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print("direct -> upstream ...", flush=True)
         res, cpu = measure(upstream, wrk, f"http://127.0.0.1:{up_port}/", args)
-        direct = Row(
-            name=f"direct ({kind})",
-            rps=res.rps,
-            requests=res.requests,
-            p50_ms=res.p50_ms,
-            p99_ms=res.p99_ms,
-            added_p50_ms=None,
-            added_p99_ms=None,
-            cpu_s=cpu,
-            req_per_cpu_s=res.requests / cpu if cpu > 0 else None,
-            ratio_to_nginx=None,
-            socket_errors=res.socket_errors,
-            non_2xx=res.non_2xx,
-            binary="",
-            version="",
-        )
+        direct = measured_row(f"direct ({kind})", res, cpu, binary="", version="")
         rows.append(direct)
 
         for name in [n for n in ORDER if n in only]:
@@ -414,24 +419,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"FAILED {name}: {e}", file=sys.stderr)
                 meta["failed"][name] = str(e)[:2000]
                 continue
-            rows.append(
-                Row(
-                    name=name,
-                    rps=res.rps,
-                    requests=res.requests,
-                    p50_ms=res.p50_ms,
-                    p99_ms=res.p99_ms,
-                    added_p50_ms=None,
-                    added_p99_ms=None,
-                    cpu_s=cpu,
-                    req_per_cpu_s=res.requests / cpu if cpu > 0 else None,
-                    ratio_to_nginx=None,
-                    socket_errors=res.socket_errors,
-                    non_2xx=res.non_2xx,
-                    binary=binary,
-                    version=version_of(name, binary),
-                )
-            )
+            rows.append(measured_row(name, res, cpu, binary, version_of(name, binary)))
         complete = True
     except KeyboardInterrupt:
         print("\ninterrupted: stopping what was started", file=sys.stderr)

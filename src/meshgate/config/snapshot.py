@@ -88,8 +88,6 @@ class RetryPolicy:
     attempts: int  # total retries after the first try
     codes: frozenset[int]  # statuses that are retried
     backoff: float  # seconds between tries (doubling, with jitter, capped at 10x)
-    retry_on_connect_failure: bool = True
-    retry_on_reset: bool = True
 
 
 @dataclass(frozen=True, slots=True)

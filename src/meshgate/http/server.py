@@ -50,7 +50,6 @@ class ServerProtocol(asyncio.Protocol):
         self.loop = asyncio.get_event_loop()
         self.closing = False
         self.write_paused = False
-        self._drain_waiter: asyncio.Future | None = None
         self._read_pause_reasons: set[str] = set()
         # Request being parsed
         self._url: bytes = b""
@@ -69,7 +68,6 @@ class ServerProtocol(asyncio.Protocol):
         self.pending: deque = deque()
         self._deadline = 0.0  # loop.time() when the current timeout fires; 0: none
         self._timer_kind = ""
-        self.requests_served = 0
 
     # -- connection lifecycle ------------------------------------------------------
 
@@ -90,8 +88,6 @@ class ServerProtocol(asyncio.Protocol):
                 ex.on_downstream_lost()
         self.current = None
         self.pending.clear()
-        if self._drain_waiter is not None and not self._drain_waiter.done():
-            self._drain_waiter.set_result(None)
 
     def data_received(self, data: bytes) -> None:
         if self.closing or self._deferred_error is not None:
@@ -129,13 +125,6 @@ class ServerProtocol(asyncio.Protocol):
         ex = self.current
         if ex is not None:
             ex.resume_upstream_reading()
-        if self._drain_waiter is not None and not self._drain_waiter.done():
-            self._drain_waiter.set_result(None)
-
-    async def drain(self) -> None:
-        if self.write_paused and not self.closing:
-            self._drain_waiter = self.loop.create_future()
-            await self._drain_waiter
 
     def pause_reading(self, reason: str) -> None:
         if not self._read_pause_reasons and self.transport is not None and not self.closing:
@@ -334,7 +323,6 @@ class ServerProtocol(asyncio.Protocol):
         """``exchange`` has sent its whole response; serve the next one or close."""
         if exchange is not self.current:
             return
-        self.requests_served += 1
         self.current = None
         if self.closing:
             return

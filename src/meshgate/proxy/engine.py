@@ -76,10 +76,9 @@ class Engine:
             self._schedule_sweep()
 
     async def _listen(self, port: int) -> asyncio.base_events.Server:
-        limits_ref = self
-
         def factory() -> ServerProtocol:
-            return ServerProtocol(self, port, limits_ref.limits)
+            # Limits are read per connection, so a reload's limits apply to new ones.
+            return ServerProtocol(self, port, self.limits)
 
         return await self.loop.create_server(
             factory,

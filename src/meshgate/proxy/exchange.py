@@ -78,7 +78,6 @@ class Exchange(CoroutinePath):
         "out",
         "resp_chunked",
         "resp_until_close",
-        "resp_no_body",
         "downstream_keep_alive",
         "head_sent",
         "status",
@@ -125,7 +124,6 @@ class Exchange(CoroutinePath):
         self.out: list[bytes] = []
         self.resp_chunked = False
         self.resp_until_close = False
-        self.resp_no_body = False
         self.downstream_keep_alive = keep_alive
         self.head_sent = False
         self.status = 0
@@ -221,9 +219,7 @@ class Exchange(CoroutinePath):
         self.body_received += len(data)
         limit = self.snapshot.limits.max_body_bytes
         if limit and self.body_received > limit:
-            if not self.head_sent and not self.finished:
-                self._fail_now(PayloadTooLarge())
-            else:
+            if not self.fail_now(PayloadTooLarge()):
                 self.proto.abort()
             return
         replay = self.replay
@@ -378,38 +374,22 @@ class Exchange(CoroutinePath):
         """The downstream request turned out malformed mid-body: abandon the upstream
         request (its peer sees a reset, never a complete request) and answer ``status``.
         False when the response has already begun."""
-        if self.head_sent:
+        return self.fail_now(DownstreamProtocolError(status, detail))
+
+    def fail_now(self, error: ProxyError) -> bool:
+        """A failure found in a socket callback: stop the upstream try and answer now,
+        whichever driver runs the exchange (a cancelled task's handlers only find it
+        finished). False when the response has already begun."""
+        if self.head_sent or self.finished:
             return False
-        error = DownstreamProtocolError(status, detail)
-        conn = self.conn
-        if conn is not None:
-            self.conn = None
-            conn.abort()
         if self.task is not None:
             self.task.cancel()
         self.req_keep_alive = False
-        self.send_local(local_reply_for(error))
+        self._answer_error(error)
         self._finish(error)
         return True
 
-    def _fail_now(self, error: ProxyError) -> None:
-        """A failure found in a socket callback, before any response byte went out."""
-        self.ctx.flag = error.flag
-        if self.waiter is not None and not self.waiter.done():
-            self.waiting = _WAIT_NONE
-            self.waiter.set_exception(error)
-        elif self.task is not None:
-            # A task cancelled before it first ran never runs its handlers: finish here.
-            self.task.cancel()
-            self.req_keep_alive = False
-            self._answer_error(error)
-            self._finish(error)
-        else:
-            self.req_keep_alive = False
-            self._answer_error(error)
-            self._finish(error)
-
-    def route(self) -> LocalReply | None:
+    def route(self) -> None:
         ctx = self.ctx
         listener, table = self.snapshot.tables_for(ctx.listener_port, ctx.host)
         if listener is not None:  # known even when no rule matches (404 by listener)
@@ -538,7 +518,6 @@ class Exchange(CoroutinePath):
             lines.append(b"\r\n")
         self.downstream_keep_alive = keep_alive
         self.status = status
-        self.resp_no_body = no_body
         out = self.out
         out.append(b"".join(lines))
         pending = self.pending_body
