@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from meshgate.config.traffic import DEFAULT_CLUSTER_POLICY, ClusterPolicy
+
 if TYPE_CHECKING:
     from meshgate.filters.base import Filter
     from meshgate.http.headers import Headers
@@ -85,9 +87,15 @@ class QueryMatcher:
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
+    """HTTPRoute ``retry`` or BackendTrafficPolicy ``retry``, compiled."""
+
     attempts: int  # total retries after the first try
-    codes: frozenset[int]  # statuses that are retried
-    backoff: float  # seconds between tries (doubling, with jitter, capped at 10x)
+    codes: frozenset[int]  # response statuses that are retried
+    backoff: float  # seconds: base interval between tries (doubling, jittered)
+    max_backoff: float = 0.0  # seconds: cap of the interval; 0 = 10 x backoff
+    on_connect_failure: bool = True  # retry when connecting fails (UF)
+    on_reset: bool = True  # retry on reset, no response, per-try timeout (UC, UT)
+    per_try_timeout: float | None = None  # seconds; None: timeouts.backendRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +302,10 @@ class Cluster:
     endpoints: tuple[Endpoint, ...]
     # What the cluster came from, for /clusters and /config_dump.
     source: str = ""
+    # Load balancing, circuit breaking, health checking: BackendTrafficPolicy.
+    policy: ClusterPolicy = DEFAULT_CLUSTER_POLICY
+    # Endpoints are DNS names (Backend fqdn) that the registry re-resolves.
+    dns: bool = False
 
 
 @dataclass(frozen=True, slots=True)
