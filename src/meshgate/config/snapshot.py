@@ -320,7 +320,6 @@ class Limits:
     idle_timeout: float = 60.0  # keep-alive connection with no request
     upstream_connect_timeout: float = 5.0
     upstream_idle_timeout: float = 60.0  # pooled connection unused for this is closed
-    upstream_max_connections: int = 1024  # per endpoint
     drain_timeout: float = 20.0  # graceful shutdown deadline
 
 

@@ -22,7 +22,7 @@ from meshgate.proxy.errors import ProxyError
 from meshgate.proxy.exchange import Exchange
 from meshgate.telemetry.access_log import AccessLog
 from meshgate.telemetry.metrics import Metrics
-from meshgate.upstream.pool import UpstreamRegistry
+from meshgate.upstream.registry import UpstreamRegistry
 
 log = logging.getLogger("meshgate.engine")
 
@@ -213,8 +213,7 @@ class Engine:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
-        for pool in self.upstreams.pools.values():
-            pool.close_idle()
+        self.upstreams.stop()
         if self.access_log is not None:
             self.access_log.close()
         if self.tracing is not None:
@@ -229,9 +228,9 @@ class Engine:
             "# HELP meshgate_upstream_connections Pooled upstream connections, by cluster and state.",
             "# TYPE meshgate_upstream_connections gauge",
         ]
-        for name, balancer in sorted(self.upstreams.balancers.items()):
-            active = sum(p.active for p in balancer.pools)
-            idle = sum(len(p.idle) for p in balancer.pools)
+        for name, cluster in sorted(self.upstreams.clusters.items()):
+            active = sum(h.pool.active for h in cluster.hosts)
+            idle = sum(len(h.pool.idle) for h in cluster.hosts)
             lines.append(f'meshgate_upstream_connections{{cluster="{name}",state="active"}} {active}')
             lines.append(f'meshgate_upstream_connections{{cluster="{name}",state="idle"}} {idle}')
         snap = self.snapshot

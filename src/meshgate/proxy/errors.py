@@ -1,7 +1,7 @@
 """Failures and the one place they become HTTP responses.
 
 Every failure the engine can meet on a request is a ``ProxyError`` subclass carrying
-where it came from (downstream, upstream, internal), whether a retry may help, the
+where it came from (downstream, upstream, internal), which retry trigger covers it, the
 status the client gets and the Envoy-style response flag the access log shows.
 ``local_reply_for()`` is the only function that turns a failure into a response.
 """
@@ -15,7 +15,9 @@ class ProxyError(Exception):
     status = 500
     flag = ""
     source = "internal"  # "downstream" | "upstream" | "internal"
-    retryable = False
+    # The retry trigger that covers this failure: "connect-failure" (nothing was
+    # sent), "reset" (no response: reset or per-try timeout), or "" (never retried).
+    retry_on = ""
     detail = "internal error"
 
     def __init__(self, detail: str | None = None) -> None:
@@ -62,17 +64,17 @@ class UpstreamConnectError(ProxyError):
     status = 503
     flag = "UF"
     source = "upstream"
-    retryable = True
+    retry_on = "connect-failure"
     detail = "upstream connect error"
 
 
 class UpstreamOverflow(ProxyError):
-    """The endpoint's connection pool is full and the wait ran out."""
+    """The cluster's circuit breaker is open: too many requests, pending requests or
+    connections. Not retried: a retry would only add to the overload."""
 
     status = 503
     flag = "UO"
     source = "upstream"
-    retryable = True
     detail = "upstream overflow"
 
 
@@ -80,7 +82,7 @@ class UpstreamReset(ProxyError):
     status = 502
     flag = "UC"
     source = "upstream"
-    retryable = True
+    retry_on = "reset"
     detail = "upstream connection reset"
 
 
@@ -95,7 +97,7 @@ class UpstreamTimeout(ProxyError):
     status = 504
     flag = "UT"
     source = "upstream"
-    retryable = True
+    retry_on = "reset"
     detail = "upstream request timeout"
 
 

@@ -87,6 +87,8 @@ class Exchange(CoroutinePath):
         "upstream_attempts",
         "upstream",
         "attempt_span",
+        "cluster",
+        "host",
     )
 
     def __init__(
@@ -133,6 +135,8 @@ class Exchange(CoroutinePath):
         self.upstream_attempts = 0
         self.upstream = None  # the Endpoint of the last attempt, for the access log
         self.attempt_span = None  # tracing: the CLIENT span of the attempt in progress
+        self.cluster = None  # the ClusterRuntime this request counts against
+        self.host = None  # the Host of the current (or last) attempt
 
     # -- downstream events (from ServerProtocol) -----------------------------------
 
@@ -156,7 +160,7 @@ class Exchange(CoroutinePath):
                 self.send_local(reply)
                 self._finish(None)
                 return
-            pool = self._pick_pool()
+            pool = self._pick_host(None).pool
             conn = pool.take_idle()
             if conn is None:
                 self.task = self.engine.loop.create_task(self._connect_then_send(pool))
@@ -192,11 +196,24 @@ class Exchange(CoroutinePath):
         self._before_upstream()
         return None
 
-    def _pick_pool(self):  # noqa: ANN202
-        balancer = self.engine.upstreams.balancer(self.ctx.backend.cluster)  # type: ignore[union-attr]
-        if balancer is None:
-            raise NoHealthyUpstream()
-        return balancer.pick()
+    def _pick_host(self, exclude):  # noqa: ANN001, ANN202
+        """The host for the next try (not ``exclude`` when another is routable). The
+        first pick counts the request against the cluster's circuit breaker."""
+        cluster = self.cluster
+        if cluster is None:
+            cluster = self.engine.upstreams.clusters.get(self.ctx.backend.cluster)  # type: ignore[union-attr]
+            if cluster is None:
+                raise NoHealthyUpstream()
+            cluster.begin_request()
+            self.cluster = cluster
+        self.host = host = cluster.pick(self.ctx, exclude)
+        return host
+
+    def _local_failure(self) -> None:
+        """The try failed on our side of the wire (reset, timeout): outlier detection."""
+        host = self.host
+        if host is not None and host.detector is not None:
+            host.detector.on_local_failure(host)
 
     async def _connect_then_send(self, pool) -> None:  # noqa: ANN001
         try:
@@ -324,6 +341,7 @@ class Exchange(CoroutinePath):
             self._end_streamed_response()
             self.flush_response()
             return
+        self._local_failure()
         self._upstream_failed(UpstreamReset())
 
     def _upstream_failed(self, error: ProxyError) -> None:
@@ -594,6 +612,8 @@ class Exchange(CoroutinePath):
                 self.resp_status or None, error.flag if error is not None else "aborted", time.time_ns()
             )
             self.attempt_span = None
+        if self.cluster is not None:
+            self.cluster.end_request()
         ctx = self.ctx
         if error is not None and not ctx.flag:
             ctx.flag = error.flag

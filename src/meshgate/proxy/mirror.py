@@ -39,10 +39,10 @@ def send_mirrors(engine: Engine, exchange: Exchange) -> None:
     for mirror in mirrors:
         if mirror.cluster is None:
             continue
-        balancer = engine.upstreams.balancer(mirror.cluster)
-        if balancer is None or not balancer.pools:
+        cluster = engine.upstreams.clusters.get(mirror.cluster)
+        if cluster is None or not cluster.routable:
             continue
-        ep = balancer.pick().endpoint
+        ep = cluster.pick(ctx).endpoint
         engine.loop.create_task(_send_one(ep.host, ep.port, request))
 
 

@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING
 
 from meshgate.proxy.errors import (
     DownstreamDisconnected,
-    NoHealthyUpstream,
     ProxyError,
     RequestTimeout,
     UpstreamTimeout,
 )
 
 if TYPE_CHECKING:
+    from meshgate.config.snapshot import RetryPolicy
     from meshgate.proxy.context import LocalReply
 
 # What the exchange's coroutine is waiting for (socket callbacks resolve its future).
@@ -91,33 +91,47 @@ class CoroutinePath:
         ctx = self.ctx
         rule = ctx.rule
         retry = rule.retry  # type: ignore[union-attr]
-        balancer = self.engine.upstreams.balancer(ctx.backend.cluster)  # type: ignore[union-attr]
-        if balancer is None:
-            raise NoHealthyUpstream()
         per_try = rule.timeout_backend  # type: ignore[union-attr]
-        attempts_left = retry.attempts if retry is not None else 0
-        backoff = retry.backoff if retry is not None else 0.0
+        if retry is not None and retry.per_try_timeout is not None:
+            per_try = retry.per_try_timeout
+        retries_left = retry.attempts if retry is not None else 0
+        retries_done = 0
+        host = None
         while True:
+            retrying = retries_done > 0
             try:
+                # A retry goes to another host when there is one (Envoy's previous_hosts).
+                host = self._pick_host(host)
                 if per_try is not None:
                     try:
                         async with asyncio.timeout(per_try):
-                            retry_status = await self._attempt(balancer, retry)
+                            retry_status = await self._attempt(host, retry, retries_left)
                     except TimeoutError:
+                        self._local_failure()
                         raise UpstreamTimeout() from None
                 else:
-                    retry_status = await self._attempt(balancer, retry)
+                    retry_status = await self._attempt(host, retry, retries_left)
                 if retry_status is None:
                     return
-                # A retriable status arrived and a retry is possible: drop this try.
+                # A retriable status arrived and a retry slot is ours: drop this try.
             except ProxyError as exc:
-                if not (exc.retryable and attempts_left > 0 and self._can_replay()):
+                if not (
+                    retry is not None
+                    and retries_left > 0
+                    and _covers(retry, exc.retry_on)
+                    and self._can_replay()
+                    and self.cluster.begin_retry()  # type: ignore[union-attr]
+                ):
                     raise
-            attempts_left -= 1
+            finally:
+                if retrying:
+                    self.cluster.end_retry()  # type: ignore[union-attr]
+            retries_left -= 1
+            retries_done += 1
             self._reset_attempt()
-            if backoff:
-                await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
-                backoff = min(backoff * 2, retry.backoff * 10)  # type: ignore[union-attr]
+            delay = backoff_delay(retry, retries_done, random.random)  # type: ignore[arg-type]
+            if delay:
+                await asyncio.sleep(delay)
 
     def _can_replay(self) -> bool:
         if self.head_sent:
@@ -142,9 +156,10 @@ class CoroutinePath:
         self.upstream_complete = False
         self.pending_body = []
 
-    async def _attempt(self, balancer, retry) -> int | None:  # noqa: ANN001
-        """One try upstream. Returns a status to retry on, or None when answered."""
-        pool = balancer.pick()
+    async def _attempt(self, host, retry, retries_left: int) -> int | None:  # noqa: ANN001
+        """One try upstream. Returns a status to retry on (a retry slot is then taken),
+        or None when the response is on its way downstream."""
+        pool = host.pool
         try:
             conn = await pool.acquire()
         except ProxyError as exc:
@@ -162,8 +177,9 @@ class CoroutinePath:
         if (
             retry is not None
             and status in retry.codes
-            and self.upstream_attempts <= retry.attempts
+            and retries_left > 0
             and self._can_replay()
+            and self.cluster.begin_retry()  # budget and parallel-retry limit permitting
         ):
             return status
         self._send_upstream_head()
@@ -172,3 +188,22 @@ class CoroutinePath:
             self.waiting = _WAIT_END
             await self.waiter
         return None
+
+
+def _covers(retry: RetryPolicy, retry_on: str) -> bool:
+    """Does ``retry`` retry a failure of this kind (``ProxyError.retry_on``)?"""
+    if retry_on == "connect-failure":
+        return retry.on_connect_failure
+    if retry_on == "reset":
+        return retry.on_reset
+    return False
+
+
+def backoff_delay(retry: RetryPolicy, n: int, rand) -> float:  # noqa: ANN001
+    """Seconds to wait before retry ``n`` (1-based): Envoy's fully jittered exponential
+    back-off, uniform in [0, min((2**n - 1) * base, max)); ``rand()`` in [0, 1)."""
+    base = retry.backoff
+    if not base:
+        return 0.0
+    cap = retry.max_backoff or base * 10
+    return rand() * min(base * ((1 << min(n, 30)) - 1), cap)

@@ -36,6 +36,7 @@ class UpstreamConnection(asyncio.Protocol):
         "_head_request",
         "_write_paused",
         "requests",
+        "created",
     )
 
     def __init__(self, pool: ConnectionPool) -> None:
@@ -50,6 +51,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._head_request = False
         self._write_paused = False
         self.requests = 0  # how many requests this connection carried
+        self.created = time.monotonic()
 
     # -- asyncio.Protocol --------------------------------------------------------
 
@@ -115,6 +117,13 @@ class UpstreamConnection(asyncio.Protocol):
             self._acc = acc[end + 4 :]
             return
         self._acc = None
+        host = self.pool.host
+        if host is not None:
+            host.rq_total += 1
+            if status >= 500:
+                host.rq_errors += 1
+            if host.detector is not None:
+                host.detector.on_response(host, status)
         owner = self.owner
         keep_alive = parser.should_keep_alive()
         owner.on_upstream_head(status, acc[: end + 2], keep_alive)

@@ -20,6 +20,7 @@ class Host:
         "endpoint",
         "address",
         "pool",
+        "detector",
         "weight",
         "added_at",
         "hc_failed",
@@ -41,6 +42,7 @@ class Host:
         self.endpoint = endpoint
         self.address = f"{endpoint.host}:{endpoint.port}"
         self.pool = pool
+        self.detector = None  # the cluster's OutlierDetector, when it has one
         self.weight = weight
         self.added_at = now  # slow start ramps up from here
         # Active health checking (health.py)

@@ -1,30 +1,39 @@
-"""Connection pools per upstream endpoint, and the registry that outlives snapshots.
+"""The connection pool of one upstream host within a cluster.
 
 ``ConnectionPool.acquire()`` is the one place that decides whether to reuse an idle
-connection, open a new one or wait for one; I/O (connecting) happens in
-``_connect``. ``UpstreamRegistry`` keys pools by (host, port) so a config reload that
-keeps an endpoint keeps its warm connections.
+connection, open a new one or wait for one; I/O (connecting) happens in ``_connect``.
+The cluster's circuit breaker bounds it: opening a connection takes one of the
+cluster's ``max_connections`` slots, and waiting for one takes one of its
+``max_pending_requests``; past either, the request overflows at once (503 UO) rather
+than queueing behind a backend that has stalled.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from collections import deque
+from typing import TYPE_CHECKING
 
-from meshgate.config.snapshot import Cluster, Endpoint, Limits
-from meshgate.proxy.errors import NoHealthyUpstream, UpstreamConnectError, UpstreamOverflow
+from meshgate.proxy.errors import UpstreamConnectError, UpstreamOverflow
 from meshgate.upstream.connection import ACTIVE, GONE, IDLE, UpstreamConnection
+
+if TYPE_CHECKING:
+    from meshgate.config.snapshot import Endpoint
+    from meshgate.upstream.cluster import ClusterRuntime
+    from meshgate.upstream.host import Host
 
 
 class ConnectionPool:
-    def __init__(self, endpoint: Endpoint, limits: Limits) -> None:
+    def __init__(self, endpoint: Endpoint, cluster: ClusterRuntime) -> None:
         self.endpoint = endpoint
-        self.limits = limits
+        self.cluster = cluster
+        self.host: Host | None = None  # set by the cluster
         self.idle: deque[UpstreamConnection] = deque()
         self.active = 0  # connections owned by an exchange
         self.connecting = 0
+        # A waiter gets a connection handed over, or None: a connection slot of the
+        # cluster was freed and reserved for it.
         self.waiters: deque[asyncio.Future[UpstreamConnection | None]] = deque()
         self.total_opened = 0
         self.connect_failures = 0
@@ -41,7 +50,7 @@ class ConnectionPool:
         """An idle, live, unexpired connection, now active; or None. Never waits."""
         idle = self.idle
         if idle:
-            deadline = time.monotonic() - self.limits.upstream_idle_timeout
+            deadline = time.monotonic() - self.cluster.idle_timeout
             while idle:
                 conn = idle.pop()  # LIFO: the warmest connection
                 if conn.closed:
@@ -60,41 +69,80 @@ class ConnectionPool:
         conn = self.take_idle()
         if conn is not None:
             return conn
-        if self.active + self.connecting < self.limits.upstream_max_connections:
+        cluster = self.cluster
+        if cluster.connections < cluster.max_connections:
+            cluster.connections += 1
             return await self._connect()
-        # Full: wait for a release, bounded by the connect timeout.
+        if cluster.rq_pending >= cluster.max_pending:
+            cluster.overflows["pending"] += 1
+            raise UpstreamOverflow("circuit breaker: too many pending requests")
+        # Every connection slot is taken: wait for a release, bounded by the connect
+        # timeout.
         waiter: asyncio.Future[UpstreamConnection | None] = self._loop.create_future()
         self.waiters.append(waiter)
+        cluster.rq_pending += 1
         try:
-            conn = await asyncio.wait_for(waiter, self.limits.upstream_connect_timeout)
+            conn = await asyncio.wait_for(waiter, cluster.connect_timeout)
         except asyncio.TimeoutError:
-            raise UpstreamOverflow() from None
+            cluster.overflows["connections"] += 1
+            raise UpstreamOverflow("no upstream connection became free in time") from None
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._pass_on(waiter.result())
+            raise
         finally:
+            cluster.rq_pending -= 1
             if waiter in self.waiters:
                 self.waiters.remove(waiter)
         if conn is None:
-            return await self._connect()
+            return await self._connect()  # the freed slot was reserved for us
         return conn
 
+    def _pass_on(self, conn: UpstreamConnection | None) -> None:
+        """A waiter was handed a connection (or a slot) but is gone: give it on."""
+        if conn is not None:
+            conn.release(True)
+        else:
+            self.cluster.connections -= 1
+            self.cluster.wake_one(self)
+
     async def _connect(self) -> UpstreamConnection:
+        """Open a connection in a slot already counted in ``cluster.connections``."""
         self.connecting += 1
         ep = self.endpoint
+        cluster = self.cluster
         try:
             _, conn = await asyncio.wait_for(
                 self._loop.create_connection(lambda: UpstreamConnection(self), ep.host, ep.port),
-                self.limits.upstream_connect_timeout,
+                cluster.connect_timeout,
             )
         except (OSError, asyncio.TimeoutError) as exc:
             self.connect_failures += 1
+            cluster.connections -= 1
+            cluster.wake_one(self)
+            host = self.host
+            if host is not None and host.detector is not None:
+                host.detector.on_local_failure(host)
             raise UpstreamConnectError(f"upstream connect error: {exc or 'timeout'}") from None
+        except BaseException:
+            cluster.connections -= 1
+            cluster.wake_one(self)
+            raise
         finally:
             self.connecting -= 1
         self.total_opened += 1
         self.active += 1
         conn.in_pool = ACTIVE
+        host = self.host
+        if host is not None and host.detector is not None:
+            host.detector.on_local_success(host)
         return conn
 
     def put_idle(self, conn: UpstreamConnection) -> None:
+        max_age = self.cluster.max_connection_duration
+        if max_age is not None and time.monotonic() - conn.created >= max_age:
+            conn.close()  # too old to reuse (timeout.http.maxConnectionDuration)
+            return
         while self.waiters:
             waiter = self.waiters.popleft()
             if not waiter.done():
@@ -106,7 +154,7 @@ class ConnectionPool:
         self.idle.append(conn)
 
     def discard(self, conn: UpstreamConnection) -> None:
-        """A connection closed: forget it, and let a waiter open a new one."""
+        """A connection closed: forget it, and give its slot to a waiter."""
         state = conn.in_pool
         conn.in_pool = GONE
         if state == IDLE:
@@ -118,22 +166,24 @@ class ConnectionPool:
             self.active -= 1
         else:
             return
+        self.cluster.connections -= 1
+        self.cluster.wake_one(self)
+
+    def hand_slot(self) -> bool:
+        """Give a just-freed connection slot to this pool's first waiter, if any."""
         while self.waiters:
             waiter = self.waiters.popleft()
             if not waiter.done():
+                self.cluster.connections += 1  # reserved for the waiter
                 waiter.set_result(None)
-                return
+                return True
+        return False
 
     def close_idle(self, older_than: float | None = None) -> None:
         now = time.monotonic()
-        keep: deque[UpstreamConnection] = deque()
-        for conn in self.idle:
+        for conn in list(self.idle):
             if older_than is None or now - conn.idle_since > older_than:
-                conn.in_pool = GONE
-                conn.close()
-            else:
-                keep.append(conn)
-        self.idle = keep
+                conn.close()  # close() -> discard() takes it out of ``idle``
 
     def stats(self) -> dict:
         return {
@@ -142,76 +192,4 @@ class ConnectionPool:
             "queued": len(self.waiters),
             "opened_total": self.total_opened,
             "connect_failures": self.connect_failures,
-        }
-
-
-class ClusterBalancer:
-    """Round-robin over a cluster's endpoints (health and outliers come later)."""
-
-    __slots__ = ("cluster", "pools", "_next")
-
-    def __init__(self, cluster: Cluster, pools: list[ConnectionPool]) -> None:
-        self.cluster = cluster
-        self.pools = pools
-        self._next = itertools.count()
-
-    def pick(self) -> ConnectionPool:
-        pools = self.pools
-        if not pools:
-            raise NoHealthyUpstream()
-        if len(pools) == 1:
-            return pools[0]
-        return pools[next(self._next) % len(pools)]
-
-
-class UpstreamRegistry:
-    """Pools by endpoint and balancers by cluster, rebuilt per snapshot, pools kept."""
-
-    def __init__(self) -> None:
-        self.pools: dict[Endpoint, ConnectionPool] = {}
-        self.balancers: dict[str, ClusterBalancer] = {}
-        self.limits = Limits()
-
-    def apply(self, clusters: dict[str, Cluster], limits: Limits) -> None:
-        self.limits = limits
-        wanted: dict[Endpoint, ConnectionPool] = {}
-        balancers: dict[str, ClusterBalancer] = {}
-        for name, cluster in clusters.items():
-            pools = []
-            for ep in cluster.endpoints:
-                pool = wanted.get(ep) or self.pools.get(ep)
-                if pool is None:
-                    pool = ConnectionPool(ep, limits)
-                pool.limits = limits
-                wanted[ep] = pool
-                pools.append(pool)
-            old = self.balancers.get(name)
-            if old is not None and old.cluster == cluster:
-                old.pools = pools
-                balancers[name] = old
-            else:
-                balancers[name] = ClusterBalancer(cluster, pools)
-        for ep, pool in self.pools.items():
-            if ep not in wanted:
-                pool.close_idle()
-        self.pools = wanted
-        self.balancers = balancers
-
-    def balancer(self, cluster: str) -> ClusterBalancer | None:
-        return self.balancers.get(cluster)
-
-    def sweep_idle(self) -> None:
-        for pool in self.pools.values():
-            pool.close_idle(self.limits.upstream_idle_timeout)
-
-    def describe(self) -> dict:
-        return {
-            name: {
-                "source": b.cluster.source,
-                "endpoints": [
-                    {"address": f"{p.endpoint.host}:{p.endpoint.port}", **p.stats()}
-                    for p in b.pools
-                ],
-            }
-            for name, b in self.balancers.items()
         }

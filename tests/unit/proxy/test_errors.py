@@ -26,31 +26,31 @@ from meshgate.proxy.errors import (
 
 
 @pytest.mark.parametrize(
-    ("error", "status", "flag", "source", "retryable"),
+    ("error", "status", "flag", "source", "retry_on"),
     [
-        (UpstreamConnectError(), 503, "UF", "upstream", True),
-        (UpstreamOverflow(), 503, "UO", "upstream", True),
-        (NoHealthyUpstream(), 503, "UH", "upstream", False),
-        (UpstreamReset(), 502, "UC", "upstream", True),
-        (UpstreamProtocolError(), 502, "UPE", "upstream", False),
-        (UpstreamTimeout(), 504, "UT", "upstream", True),
-        (RequestTimeout(), 504, "UT", "upstream", False),  # all attempts used up
-        (NoRoute(), 404, "NR", "internal", False),
-        (InvalidBackend(), 500, "NC", "internal", False),
-        (ProxyError(), 500, "", "internal", False),
-        (PayloadTooLarge(), 413, "DPE", "downstream", False),
-        (DownstreamProtocolError(), 400, "DPE", "downstream", False),
-        (DownstreamProtocolError(431), 431, "DPE", "downstream", False),
-        (DownstreamDisconnected(), 499, "DC", "downstream", False),
+        (UpstreamConnectError(), 503, "UF", "upstream", "connect-failure"),
+        (UpstreamOverflow(), 503, "UO", "upstream", ""),
+        (NoHealthyUpstream(), 503, "UH", "upstream", ""),
+        (UpstreamReset(), 502, "UC", "upstream", "reset"),
+        (UpstreamProtocolError(), 502, "UPE", "upstream", ""),
+        (UpstreamTimeout(), 504, "UT", "upstream", "reset"),
+        (RequestTimeout(), 504, "UT", "upstream", ""),  # all attempts used up
+        (NoRoute(), 404, "NR", "internal", ""),
+        (InvalidBackend(), 500, "NC", "internal", ""),
+        (ProxyError(), 500, "", "internal", ""),
+        (PayloadTooLarge(), 413, "DPE", "downstream", ""),
+        (DownstreamProtocolError(), 400, "DPE", "downstream", ""),
+        (DownstreamProtocolError(431), 431, "DPE", "downstream", ""),
+        (DownstreamDisconnected(), 499, "DC", "downstream", ""),
     ],
     ids=lambda v: type(v).__name__ if isinstance(v, Exception) else None,
 )
-def test_each_failure_has_its_status_flag_source_and_retryability(
-    error, status, flag, source, retryable
+def test_each_failure_has_its_status_flag_source_and_retry_trigger(
+    error, status, flag, source, retry_on
 ):
     reply = local_reply_for(error)
     assert (reply.status, reply.flag) == (status, flag)
-    assert (error.source, error.retryable) == (source, retryable)
+    assert (error.source, error.retry_on) == (source, retry_on)
 
 
 def test_reply_is_a_short_text_body_with_the_detail():

@@ -14,8 +14,18 @@ import time
 import pytest
 
 from meshgate.config.snapshot import Cluster, Endpoint, Limits
+from meshgate.config.traffic import CircuitBreaking, ClusterPolicy, LoadBalancing
 from meshgate.proxy.errors import NoHealthyUpstream, UpstreamConnectError, UpstreamOverflow
-from meshgate.upstream.pool import ConnectionPool, UpstreamRegistry
+from meshgate.upstream.cluster import ClusterRuntime
+from meshgate.upstream.pool import ConnectionPool
+from meshgate.upstream.registry import UpstreamRegistry
+
+
+def pool_for(endpoint: Endpoint, limits: Limits | None = None, **breaker: int) -> ConnectionPool:
+    """The pool of ``endpoint`` in a one-host cluster with these breaker limits."""
+    policy = ClusterPolicy(breaker=CircuitBreaking(**breaker))
+    cluster = ClusterRuntime(Cluster("c", (endpoint,), policy=policy), limits or Limits())
+    return cluster.hosts[0].pool
 
 
 class Upstream:
@@ -84,7 +94,7 @@ def closed_port() -> int:
 
 
 async def test_repr_counts_requests_and_connections(upstream):
-    pool = ConnectionPool(upstream.endpoint, Limits())
+    pool = pool_for(upstream.endpoint)
     assert repr(pool) == (
         f"<ConnectionPool 127.0.0.1:{upstream.port} "
         "[Requests: 0 active, 0 queued | Connections: 0 active, 0 idle]>"
@@ -96,7 +106,7 @@ async def test_repr_counts_requests_and_connections(upstream):
 
 
 async def test_an_idle_connection_is_reused_instead_of_opening_another(upstream):
-    pool = ConnectionPool(upstream.endpoint, Limits())
+    pool = pool_for(upstream.endpoint)
     first = await pool.acquire()
     first.release(reusable=True)
     again = await pool.acquire()
@@ -106,7 +116,7 @@ async def test_an_idle_connection_is_reused_instead_of_opening_another(upstream)
 
 
 async def test_the_most_recently_released_connection_is_reused_first(upstream):
-    pool = ConnectionPool(upstream.endpoint, Limits())
+    pool = pool_for(upstream.endpoint)
     a = await pool.acquire()
     b = await pool.acquire()
     assert a is not b
@@ -118,7 +128,7 @@ async def test_the_most_recently_released_connection_is_reused_first(upstream):
 
 
 async def test_a_connection_released_as_not_reusable_is_closed(upstream):
-    pool = ConnectionPool(upstream.endpoint, Limits())
+    pool = pool_for(upstream.endpoint)
     conn = await pool.acquire()
     conn.release(reusable=False)
     assert state(pool) == "[Requests: 0 active, 0 queued | Connections: 0 active, 0 idle]>"
@@ -130,7 +140,7 @@ async def test_a_connection_released_as_not_reusable_is_closed(upstream):
 
 
 async def test_an_expired_idle_connection_is_closed_not_reused(upstream):
-    pool = ConnectionPool(upstream.endpoint, Limits(upstream_idle_timeout=0.05))
+    pool = pool_for(upstream.endpoint, Limits(upstream_idle_timeout=0.05))
     old = await pool.acquire()
     old.release(reusable=True)
     await asyncio.sleep(0.1)  # let the idle timeout pass
@@ -142,7 +152,7 @@ async def test_an_expired_idle_connection_is_closed_not_reused(upstream):
 
 
 async def test_close_idle_keeps_recent_connections(upstream):
-    pool = ConnectionPool(upstream.endpoint, Limits())
+    pool = pool_for(upstream.endpoint)
     a = await pool.acquire()
     a.release(reusable=True)
     pool.close_idle(older_than=60.0)
@@ -153,7 +163,7 @@ async def test_close_idle_keeps_recent_connections(upstream):
 
 
 async def test_an_idle_connection_the_upstream_closes_leaves_the_pool(upstream):
-    pool = ConnectionPool(upstream.endpoint, Limits())
+    pool = pool_for(upstream.endpoint)
     conn = await pool.acquire()
     conn.release(reusable=True)
     await until(lambda: len(upstream.accepted) == 1)
@@ -165,7 +175,7 @@ async def test_an_idle_connection_the_upstream_closes_leaves_the_pool(upstream):
 
 
 async def test_closing_an_active_connection_frees_its_slot(upstream):
-    pool = ConnectionPool(upstream.endpoint, Limits(upstream_max_connections=1))
+    pool = pool_for(upstream.endpoint, max_connections=1)
     conn = await pool.acquire()
     conn.close()
     assert state(pool) == "[Requests: 0 active, 0 queued | Connections: 0 active, 0 idle]>"
@@ -178,7 +188,7 @@ async def test_closing_an_active_connection_frees_its_slot(upstream):
 
 
 async def test_a_full_pool_queues_and_hands_a_released_connection_to_the_waiter(upstream):
-    pool = ConnectionPool(upstream.endpoint, Limits(upstream_max_connections=1))
+    pool = pool_for(upstream.endpoint, max_connections=1)
     held = await pool.acquire()
     waiter = asyncio.ensure_future(pool.acquire())
     await until(lambda: len(pool.waiters) == 1)
@@ -190,7 +200,7 @@ async def test_a_full_pool_queues_and_hands_a_released_connection_to_the_waiter(
 
 
 async def test_waiters_are_served_in_arrival_order(upstream):
-    pool = ConnectionPool(upstream.endpoint, Limits(upstream_max_connections=1))
+    pool = pool_for(upstream.endpoint, max_connections=1)
     held = await pool.acquire()
     first = asyncio.ensure_future(pool.acquire())
     second = asyncio.ensure_future(pool.acquire())
@@ -203,7 +213,7 @@ async def test_waiters_are_served_in_arrival_order(upstream):
 
 
 async def test_a_waiter_opens_a_new_connection_when_the_held_one_closes(upstream):
-    pool = ConnectionPool(upstream.endpoint, Limits(upstream_max_connections=1))
+    pool = pool_for(upstream.endpoint, max_connections=1)
     held = await pool.acquire()
     waiter = asyncio.ensure_future(pool.acquire())
     await until(lambda: len(pool.waiters) == 1)
@@ -215,14 +225,13 @@ async def test_a_waiter_opens_a_new_connection_when_the_held_one_closes(upstream
 
 
 async def test_waiting_longer_than_the_connect_timeout_is_an_overflow(upstream):
-    limits = Limits(upstream_max_connections=1, upstream_connect_timeout=0.1)
-    pool = ConnectionPool(upstream.endpoint, limits)
+    pool = pool_for(upstream.endpoint, Limits(upstream_connect_timeout=0.1), max_connections=1)
     held = await pool.acquire()
     started = time.monotonic()
     with pytest.raises(UpstreamOverflow) as info:
         await pool.acquire()
     assert time.monotonic() - started >= 0.09
-    assert (info.value.status, info.value.flag, info.value.retryable) == (503, "UO", True)
+    assert (info.value.status, info.value.flag, info.value.retry_on) == (503, "UO", "")
     # The timed-out waiter is gone; the held connection still works for its owner.
     assert state(pool) == "[Requests: 1 active, 0 queued | Connections: 1 active, 0 idle]>"
     held.release(reusable=True)
@@ -230,7 +239,7 @@ async def test_waiting_longer_than_the_connect_timeout_is_an_overflow(upstream):
 
 
 async def test_a_cancelled_waiter_does_not_swallow_a_released_connection(upstream):
-    pool = ConnectionPool(upstream.endpoint, Limits(upstream_max_connections=1))
+    pool = pool_for(upstream.endpoint, max_connections=1)
     held = await pool.acquire()
     gone = asyncio.ensure_future(pool.acquire())
     await until(lambda: len(pool.waiters) == 1)
@@ -245,68 +254,127 @@ async def test_a_cancelled_waiter_does_not_swallow_a_released_connection(upstrea
 
 
 async def test_connection_refused_is_an_upstream_connect_error():
-    pool = ConnectionPool(Endpoint("127.0.0.1", closed_port()), Limits())
+    pool = pool_for(Endpoint("127.0.0.1", closed_port()))
     with pytest.raises(UpstreamConnectError) as info:
         await pool.acquire()
-    assert (info.value.status, info.value.flag, info.value.retryable) == (503, "UF", True)
+    assert (info.value.status, info.value.flag, info.value.retry_on) == (503, "UF", "connect-failure")
     assert pool.stats()["connect_failures"] == 1
     assert state(pool) == "[Requests: 0 active, 0 queued | Connections: 0 active, 0 idle]>"
 
 
 async def test_a_failed_connect_frees_its_slot():
-    pool = ConnectionPool(
-        Endpoint("127.0.0.1", closed_port()), Limits(upstream_max_connections=1)
-    )
+    pool = pool_for(Endpoint("127.0.0.1", closed_port()), max_connections=1)
     for _ in range(3):  # each try may connect again; none is left counted
         with pytest.raises(UpstreamConnectError):
             await asyncio.wait_for(pool.acquire(), 2.0)
     assert pool.stats()["connect_failures"] == 3
 
 
+# --- the circuit breaker ------------------------------------------------------------------
+
+
+async def test_past_max_pending_requests_a_request_overflows_at_once(upstream):
+    pool = pool_for(upstream.endpoint, max_connections=1, max_pending_requests=1)
+    held = await pool.acquire()
+    queued = asyncio.ensure_future(pool.acquire())
+    await until(lambda: len(pool.waiters) == 1)
+    started = time.monotonic()
+    with pytest.raises(UpstreamOverflow):
+        await pool.acquire()
+    assert time.monotonic() - started < 0.05  # no waiting: the breaker is open
+    assert pool.cluster.overflows["pending"] == 1
+    held.release(reusable=True)
+    assert await asyncio.wait_for(queued, 1.0) is held
+
+
+async def test_max_parallel_requests_counts_requests_of_the_whole_cluster():
+    policy = ClusterPolicy(breaker=CircuitBreaking(max_parallel_requests=2))
+    cluster = ClusterRuntime(Cluster("c", (Endpoint("127.0.0.1", 9),), policy=policy), Limits())
+    cluster.begin_request()
+    cluster.begin_request()
+    with pytest.raises(UpstreamOverflow):
+        cluster.begin_request()
+    assert cluster.overflows["requests"] == 1
+    cluster.end_request()
+    cluster.begin_request()  # a slot came back
+    assert cluster.rq_active == 2
+
+
+async def test_max_connections_is_shared_by_the_hosts_of_a_cluster(upstream):
+    second = await Upstream().start()
+    a, b = upstream.endpoint, second.endpoint
+    policy = ClusterPolicy(breaker=CircuitBreaking(max_connections=1), lb=LoadBalancing("RoundRobin"))
+    cluster = ClusterRuntime(Cluster("c", (a, b), policy=policy), Limits())
+    pool_a, pool_b = (h.pool for h in cluster.hosts)
+    held = await pool_a.acquire()
+    waiting = asyncio.ensure_future(pool_b.acquire())  # b has no connection, but no slot
+    await until(lambda: len(pool_b.waiters) == 1)
+    assert cluster.connections == 1
+    held.close()  # the slot goes to b's waiter, which connects
+    conn = await asyncio.wait_for(waiting, 1.0)
+    assert conn.pool is pool_b and cluster.connections == 1
+    await second.close()
+
+
+async def test_a_connection_older_than_max_connection_duration_is_not_reused(upstream):
+    policy = ClusterPolicy(max_connection_duration=0.05)
+    cluster = ClusterRuntime(Cluster("c", (upstream.endpoint,), policy=policy), Limits())
+    pool = cluster.hosts[0].pool
+    conn = await pool.acquire()
+    await asyncio.sleep(0.06)
+    conn.release(reusable=True)
+    assert conn.closed and not pool.idle and cluster.connections == 0
+
+
 # --- the registry across snapshots --------------------------------------------------------
 
 
-async def test_registry_keeps_the_pool_of_an_endpoint_that_stays(upstream):
+async def test_registry_keeps_the_hosts_of_a_cluster_that_stays(upstream):
     ep = upstream.endpoint
     other = Endpoint("127.0.0.1", closed_port())
     registry = UpstreamRegistry()
     registry.apply({"web": Cluster("web", (ep,)), "old": Cluster("old", (other,))}, Limits())
-    pool = registry.balancer("web").pick()
+    pool = registry.cluster("web").pick(None).pool
     warm = await pool.acquire()
     warm.release(reusable=True)
 
-    # Next snapshot: "web" now lists the endpoint under another cluster name too.
-    limits = Limits(upstream_max_connections=7)
-    registry.apply(
-        {"web": Cluster("web", (ep,)), "api": Cluster("api", (ep,))}, limits
-    )
-    assert registry.balancer("web").pick() is pool
-    assert registry.balancer("api").pick() is pool
-    assert registry.balancer("old") is None
-    assert pool.limits is limits  # the new snapshot's limits apply to the kept pool
+    # Next snapshot: "web" gains an endpoint, "old" is gone, limits change.
+    limits = Limits(upstream_idle_timeout=7)
+    registry.apply({"web": Cluster("web", (ep, other))}, limits)
+    web = registry.cluster("web")
+    assert web.hosts[0].pool is pool and len(web.hosts) == 2
+    assert registry.cluster("old") is None
+    assert web.idle_timeout == 7  # the new snapshot's limits apply to the kept cluster
     assert await pool.acquire() is warm  # the warm connection survived the reload
     assert len(upstream.accepted) == 1
 
 
-async def test_registry_closes_idle_connections_of_a_removed_endpoint(upstream):
+async def test_a_changed_policy_gives_the_cluster_a_new_runtime(upstream):
     registry = UpstreamRegistry()
     registry.apply({"web": Cluster("web", (upstream.endpoint,))}, Limits())
-    pool = registry.balancer("web").pick()
+    first = registry.cluster("web")
+    policy = ClusterPolicy(breaker=CircuitBreaking(max_connections=3))
+    registry.apply({"web": Cluster("web", (upstream.endpoint,), policy=policy)}, Limits())
+    assert registry.cluster("web") is not first
+    assert registry.cluster("web").max_connections == 3
+
+
+async def test_registry_closes_idle_connections_of_a_removed_cluster(upstream):
+    registry = UpstreamRegistry()
+    registry.apply({"web": Cluster("web", (upstream.endpoint,))}, Limits())
+    pool = registry.cluster("web").pick(None).pool
     conn = await pool.acquire()
     conn.release(reusable=True)
     registry.apply({}, Limits())
-    assert registry.pools == {}
+    assert registry.clusters == {}
     assert conn.closed
     await until(lambda: upstream.eofs == 1)
 
 
-async def test_balancer_round_robins_and_describes_its_endpoints(upstream):
+async def test_the_cluster_describes_its_endpoints(upstream):
     a, b = Endpoint("127.0.0.1", upstream.port), Endpoint("127.0.0.2", upstream.port)
     registry = UpstreamRegistry()
     registry.apply({"web": Cluster("web", (a, b), source="service/default/web:80")}, Limits())
-    balancer = registry.balancer("web")
-    picks = [balancer.pick().endpoint for _ in range(4)]
-    assert picks in ([a, b, a, b], [b, a, b, a])
     described = registry.describe()["web"]
     assert described["source"] == "service/default/web:80"
     assert [e["address"] for e in described["endpoints"]] == [
@@ -314,10 +382,12 @@ async def test_balancer_round_robins_and_describes_its_endpoints(upstream):
         f"127.0.0.2:{upstream.port}",
     ]
     assert described["endpoints"][0]["active"] == 0
+    assert described["endpoints"][0]["health"] == "healthy"
+    assert described["circuit_breaker"]["connections"] == [0, 1024]
 
 
 async def test_a_cluster_without_endpoints_has_no_healthy_upstream():
     registry = UpstreamRegistry()
     registry.apply({"empty": Cluster("empty", ())}, Limits())
     with pytest.raises(NoHealthyUpstream):
-        registry.balancer("empty").pick()
+        registry.cluster("empty").pick(None)
