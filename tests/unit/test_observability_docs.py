@@ -48,6 +48,10 @@ async def exposition() -> prom_text.Exposition:
             "meshgate_upstream_failures_total": ("web", "UF"),
             "meshgate_upstream_retries_total": ("default/r",),
             "meshgate_local_replies_total": ("NR",),
+            "meshgate_upstream_cb_overflows_total": ("web", "pending"),
+            "meshgate_upstream_retry_budget_exhausted_total": ("web",),
+            "meshgate_upstream_outlier_ejections_total": ("web", "ejected"),
+            "meshgate_upstream_health_checks_total": ("web", "failure"),
         }
         assert set(labels) == set(COUNTERS), "a new counter: give it labels here"
         for name, values in labels.items():

@@ -42,6 +42,8 @@ class Engine:
         self.snapshot: Snapshot | None = None
         self.upstreams = UpstreamRegistry()
         self.metrics = Metrics()
+        self.upstreams.metrics = self.metrics
+        self.metrics.collectors.append(self.upstreams.sync_counters)
         self.servers: dict[int, asyncio.base_events.Server] = {}
         self.connections: set[ServerProtocol] = set()
         self.draining = False
@@ -233,6 +235,25 @@ class Engine:
             idle = sum(len(h.pool.idle) for h in cluster.hosts)
             lines.append(f'meshgate_upstream_connections{{cluster="{name}",state="active"}} {active}')
             lines.append(f'meshgate_upstream_connections{{cluster="{name}",state="idle"}} {idle}')
+        lines += [
+            "# HELP meshgate_upstream_hosts Endpoints of each cluster by health: healthy, "
+            "ejected (outlier detection) or failed_active_hc (active health check).",
+            "# TYPE meshgate_upstream_hosts gauge",
+        ]
+        for name, cluster in sorted(self.upstreams.clusters.items()):
+            counts = {"healthy": 0, "ejected": 0, "failed_active_hc": 0}
+            for h in cluster.hosts:
+                counts["ejected" if h.ejected else "failed_active_hc" if h.hc_failed else "healthy"] += 1
+            for state, n in counts.items():
+                lines.append(f'meshgate_upstream_hosts{{cluster="{name}",state="{state}"}} {n}')
+        lines += [
+            "# HELP meshgate_upstream_requests_active Requests using each cluster now, and "
+            "those of them waiting for a connection (state=pending).",
+            "# TYPE meshgate_upstream_requests_active gauge",
+        ]
+        for name, cluster in sorted(self.upstreams.clusters.items()):
+            lines.append(f'meshgate_upstream_requests_active{{cluster="{name}",state="active"}} {cluster.rq_active}')
+            lines.append(f'meshgate_upstream_requests_active{{cluster="{name}",state="pending"}} {cluster.rq_pending}')
         snap = self.snapshot
         if snap is not None:
             lines += [

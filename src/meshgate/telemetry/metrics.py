@@ -38,6 +38,24 @@ COUNTERS = {
         ("cluster", "flag"),
     ),
     "meshgate_upstream_retries_total": ("Upstream attempts beyond the first, by route.", ("route",)),
+    "meshgate_upstream_cb_overflows_total": (
+        "Requests the circuit breaker turned away (503 UO, or a retry not made), by "
+        "cluster and the limit that was full: requests, pending, connections, retries.",
+        ("cluster", "limit"),
+    ),
+    "meshgate_upstream_retry_budget_exhausted_total": (
+        "Retries not made because the cluster's retry budget was spent, by cluster.",
+        ("cluster",),
+    ),
+    "meshgate_upstream_outlier_ejections_total": (
+        "Outlier-detection ejections by cluster; result=max_percent counts ejections "
+        "that maxEjectionPercent prevented.",
+        ("cluster", "result"),
+    ),
+    "meshgate_upstream_health_checks_total": (
+        "Active health checks by cluster and result (success, failure).",
+        ("cluster", "result"),
+    ),
     "meshgate_local_replies_total": (
         "Responses the proxy made itself (no route, invalid backend, redirects, "
         "preflights, errors), by response flag (empty for filter replies).",
@@ -55,6 +73,9 @@ class Metrics:
         self.counters: dict[tuple[str, tuple], float] = {}
         self.downstream_connections = 0
         self.config_reloads = {"accepted": 0, "rejected": 0}
+        # Called before state() and render(): counters that other parts keep as plain
+        # ints (circuit breakers, outlier detection, health checks) are added here.
+        self.collectors: list = []
 
     def inc(self, name: str, labels: tuple, n: float = 1) -> None:
         key = (name, labels)
@@ -88,6 +109,7 @@ class Metrics:
 
     def state(self) -> dict:
         """The raw counters as JSON-able data, for summing across workers."""
+        self.collect()
         return {
             "requests": [[*key, n] for key, n in self.requests.items()],
             "durations": self.durations,
@@ -130,7 +152,12 @@ class Metrics:
             total.absorb(state)
         return total
 
+    def collect(self) -> None:
+        for collector in self.collectors:
+            collector(self)
+
     def render(self, extra: list[str] | None = None) -> str:
+        self.collect()
         lines = [
             "# HELP meshgate_http_requests_total Requests answered, by route and status.",
             "# TYPE meshgate_http_requests_total counter",

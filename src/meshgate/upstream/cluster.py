@@ -55,6 +55,7 @@ class ClusterRuntime:
         self.overflows = {"requests": 0, "pending": 0, "connections": 0, "retries": 0}
         self.budget_denied = 0
         self.panic = False
+        self.synced: dict = {}  # counter values already added to Metrics
         self.hosts: list[Host] = []
         self.routable: list[Host] = []
         self.balancer = make_balancer(policy.lb, clock)
@@ -213,6 +214,29 @@ class ClusterRuntime:
             host.pool.close_idle(older_than)
 
     # -- views -----------------------------------------------------------------------
+
+    def counter_values(self):  # noqa: ANN201
+        """(metric, labels) -> cumulative value, for the Prometheus counters."""
+        name = self.name
+        for limit, n in self.overflows.items():
+            if n:
+                yield ("meshgate_upstream_cb_overflows_total", (name, limit)), n
+        if self.budget_denied:
+            yield ("meshgate_upstream_retry_budget_exhausted_total", (name,)), self.budget_denied
+        outlier = self.outlier
+        if outlier is not None:
+            yield ("meshgate_upstream_outlier_ejections_total", (name, "ejected")), outlier.ejections_total
+            yield (
+                ("meshgate_upstream_outlier_ejections_total", (name, "max_percent")),
+                outlier.ejections_overflow,
+            )
+        health = self.health
+        if health is not None:
+            failures = health.failures_total
+            yield ("meshgate_upstream_health_checks_total", (name, "success")), health.checks_total - failures
+            yield ("meshgate_upstream_health_checks_total", (name, "failure")), failures
+
+    # -- views (JSON) -----------------------------------------------------------------------
 
     def describe(self) -> dict[str, Any]:
         now = self.clock()

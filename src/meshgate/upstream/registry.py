@@ -19,6 +19,13 @@ class UpstreamRegistry:
     def __init__(self) -> None:
         self.clusters: dict[str, ClusterRuntime] = {}
         self.limits = Limits()
+        self.metrics = None  # telemetry Metrics: counters are synced into it
+
+    def sync_counters(self, metrics) -> None:  # noqa: ANN001
+        """Add what the clusters counted since the last sync to ``metrics`` (a
+        Metrics collector: runs at scrape time, never per request)."""
+        for rt in self.clusters.values():
+            _sync(rt, metrics)
 
     def apply(self, clusters: dict[str, Cluster], limits: Limits, start: bool = True) -> None:
         self.limits = limits
@@ -43,6 +50,8 @@ class UpstreamRegistry:
             runtimes[name] = rt
         for name, rt in self.clusters.items():
             if runtimes.get(name) is not rt:
+                if self.metrics is not None:
+                    _sync(rt, self.metrics)  # keep its counts: counters never go down
                 rt.stop()
                 rt.close_idle()
         self.clusters = runtimes
@@ -61,3 +70,12 @@ class UpstreamRegistry:
 
     def describe(self) -> dict[str, Any]:
         return {name: rt.describe() for name, rt in self.clusters.items()}
+
+
+def _sync(rt: ClusterRuntime, metrics) -> None:  # noqa: ANN001
+    synced = rt.synced
+    for key, value in rt.counter_values():
+        delta = value - synced.get(key, 0)
+        if delta:
+            metrics.inc(key[0], key[1], delta)
+            synced[key] = value
