@@ -67,7 +67,12 @@ class ClusterRuntime:
         if policy.outlier is not None:
             from meshgate.upstream.outlier import OutlierDetector
 
-            self.outlier = OutlierDetector(policy.outlier, self._hosts, self.hosts_changed, clock)
+            # One host may always be ejected, whatever maxEjectionPercent says (the
+            # issue's rule; Envoy's always_eject_one_host): with 3 hosts and the
+            # default 10%, a failing host would otherwise never be ejected.
+            self.outlier = OutlierDetector(
+                policy.outlier, self._hosts, self.hosts_changed, clock, always_eject_one_host=True
+            )
         if policy.health is not None:
             from meshgate.upstream.health import ActiveHealthChecker
 
