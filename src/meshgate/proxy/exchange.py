@@ -50,6 +50,14 @@ _REPLAY_LIMIT = 64 * 1024  # request bodies up to this are kept for retries and 
 _NO_BODY_STATUS = frozenset((204, 304))
 
 
+def after_delay(current: str, flag: str) -> str:
+    """The response flag to log: an injected delay (DI) stays beside what followed,
+    comma-joined as Envoy logs several flags (``DI,UF``)."""
+    if current == "DI" and flag and flag != "DI":
+        return "DI," + flag
+    return flag
+
+
 
 class Exchange(CoroutinePath):
     __slots__ = (
@@ -353,7 +361,7 @@ class Exchange(CoroutinePath):
             self._finish(error)
         elif self.streaming:
             # The head is out; the only honest signal left is to cut the connection.
-            self.ctx.flag = error.flag
+            self.ctx.flag = after_delay(self.ctx.flag, error.flag)
             self.proto.abort()
             if self.waiter is not None and not self.waiter.done():
                 self.waiter.set_exception(error)
@@ -383,7 +391,8 @@ class Exchange(CoroutinePath):
         if isinstance(error, DownstreamDisconnected):
             return
         if self.head_sent:
-            self.ctx.flag = self.ctx.flag or error.flag
+            if self.ctx.flag in ("", "DI"):
+                self.ctx.flag = after_delay(self.ctx.flag, error.flag)
             self.proto.abort()
             return
         self.send_local(local_reply_for(error))
@@ -576,7 +585,7 @@ class Exchange(CoroutinePath):
             return
         ctx = self.ctx
         if reply.flag:
-            ctx.flag = reply.flag
+            ctx.flag = after_delay(ctx.flag, reply.flag)
         headers = Headers(list(reply.headers))
         if ctx.rule is not None or ctx.response_headers_to_add:
             head = ResponseHead(reply.status, reason_phrase(reply.status), headers)
@@ -615,8 +624,8 @@ class Exchange(CoroutinePath):
         if self.cluster is not None:
             self.cluster.end_request()
         ctx = self.ctx
-        if error is not None and not ctx.flag:
-            ctx.flag = error.flag
+        if error is not None and ctx.flag in ("", "DI"):
+            ctx.flag = after_delay(ctx.flag, error.flag)
         self.engine.on_exchange_done(self, error)
         keep_alive = self.downstream_keep_alive and self.head_sent
         if keep_alive and not self.body_done:

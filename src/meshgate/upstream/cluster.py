@@ -114,6 +114,8 @@ class ClusterRuntime:
         for gone in old.values():
             gone.pool.close_idle()
         self.hosts = hosts
+        if self.health is not None:
+            self.health.hosts_changed()  # check new hosts now, not at the next round
         self.hosts_changed()
 
     def hosts_changed(self) -> None:
