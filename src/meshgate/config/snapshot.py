@@ -132,6 +132,8 @@ class CompiledRule:
     timeout_request: float | None = None  # seconds; timeouts.request
     timeout_backend: float | None = None  # seconds; timeouts.backendRequest
     retry: RetryPolicy | None = None
+    # "namespace/name" of the BackendTrafficPolicy applied to the rule, if any.
+    policy: str | None = None
     # Derived once here so the engine never inspects filters per request.
     request_hooks: tuple = field(init=False, repr=False, compare=False)
     response_hooks: tuple = field(init=False, repr=False, compare=False)
@@ -177,6 +179,7 @@ class CompiledRule:
                 "codes": sorted(self.retry.codes),
                 "backoff": self.retry.backoff,
             },
+            "policy": self.policy,
         }
 
 

@@ -3,10 +3,12 @@
 ``compile_snapshot(resources, gateways=...)`` is the one entry point. Steps, each in its
 own module: served Gateways and listeners (``listeners``), HTTPRoute rules, attachment
 and precedence-ordered tables (``routes``), backendRefs to clusters (``backends``),
-filters (``filters``). Everything that makes a config unservable is collected and raised
-together as ``ConfigInvalid``; what the Gateway API reports as a route status condition
-(a parent that does not exist or does not allow the route, a backend that does not
-resolve) is recorded in ``Snapshot.dump["routes"]`` instead.
+filters (``filters``), BackendTrafficPolicy attachment and mapping (``traffic``).
+Everything that makes a config unservable is collected and raised together as
+``ConfigInvalid``; what the Gateway API reports as a status condition (a parent that
+does not exist or does not allow the route, a backend that does not resolve, a policy
+whose target is missing or taken) is recorded in ``Snapshot.dump["routes"]`` and
+``Snapshot.dump["policies"]`` instead.
 """
 
 from __future__ import annotations
@@ -16,7 +18,11 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from meshgate.config.compile.backends import BackendResolver
-from meshgate.config.compile.durations import DurationError, parse_duration, parse_timeout
+from meshgate.config.compile.durations import (
+    DurationError,
+    parse_duration,
+    parse_timeout,
+)
 from meshgate.config.compile.inputs import ErrorSink, Inputs
 from meshgate.config.compile.listeners import (
     build_port_routers,
@@ -26,11 +32,13 @@ from meshgate.config.compile.listeners import (
 )
 from meshgate.config.compile.routes import (
     Attachment,
+    apply_traffic,
     attach_route,
     build_listener_routes,
     compile_route,
     describe_listener_routes,
 )
+from meshgate.config.compile.traffic import TrafficPolicies
 from meshgate.config.errors import ConfigInvalid
 from meshgate.config.snapshot import Snapshot
 
@@ -68,6 +76,7 @@ def compile_snapshot(
 
     resolver = BackendResolver(inputs)
     routes = [compile_route(res, resolver, errors) for res in inputs.of_kind("HTTPRoute")]
+    traffic = TrafficPolicies(inputs)
 
     route_dump: dict[str, Any] = {}
     by_listener: dict[str, list[Attachment]] = {lst.key: [] for lst in listeners}
@@ -75,10 +84,10 @@ def compile_snapshot(
     for route in routes:
         statuses, attachments = attach_route(route, listeners_by_gateway, defined, inputs)
         for att in attachments:
+            apply_traffic(att, traffic, resolver)
             by_listener[att.listener.key].append(att)
             att.listener.attached_routes.add(route.key)
-        if attachments:
-            used_clusters |= route.clusters
+            used_clusters |= att.clusters()
         route_dump[route.key] = {
             "source": {"file": str(route.res.file), "document": route.res.document},
             "hostnames": route.hostnames,
@@ -106,6 +115,7 @@ def compile_snapshot(
             for g in served
         ],
         "routes": route_dump,
+        "policies": {"BackendTrafficPolicy": traffic.dump()},
         "ports": {
             str(port): [describe_listener_routes(lr) for lr in compiled if lr.port == port]
             for port in ports
@@ -114,6 +124,7 @@ def compile_snapshot(
             name: {
                 "source": c.source,
                 "endpoints": [f"{e.host}:{e.port}" for e in c.endpoints],
+                "dns": c.dns,
             }
             for name, c in clusters.items()
         },

@@ -10,11 +10,12 @@ whether the target exists.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from meshgate.config.compile.inputs import Inputs
 from meshgate.config.snapshot import Cluster, Endpoint
+from meshgate.config.traffic import ClusterPolicy
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 ENVOY_GATEWAY_GROUP = "gateway.envoyproxy.io"
@@ -175,5 +176,25 @@ class BackendResolver:
                 name=cluster_name,
                 endpoints=tuple(dict.fromkeys(endpoints)),
                 source=f"Backend {namespace}/{name}",
+                # fqdn endpoints (never mixed with ip ones) are re-resolved by the registry.
+                dns=any(getattr(ep, "fqdn", None) is not None for ep in res.obj.spec.endpoints),
             )
         return Resolution(cluster_name)
+
+    # --- BackendTrafficPolicy ---------------------------------------------------------
+
+    def with_policy(self, cluster_name: str, policy_key: str, policy: ClusterPolicy) -> str:
+        """The name of ``cluster_name``'s twin under a BackendTrafficPolicy: same
+        endpoints, the policy's balancing, limits and health checks. Each policy gets
+        its own twin, so its breakers and health state are its own (as in Envoy
+        Gateway, where each route rule's backend is a cluster)."""
+        name = f"{cluster_name}~{policy_key}"
+        if name not in self.clusters:
+            plain = self.clusters[cluster_name]
+            self.clusters[name] = replace(
+                plain,
+                name=name,
+                source=f"{plain.source}, BackendTrafficPolicy {policy_key}",
+                policy=policy,
+            )
+        return name

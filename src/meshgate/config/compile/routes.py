@@ -26,12 +26,16 @@ wildcard, else the any-host table — and never falls through to a less specific
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timezone
 from typing import TYPE_CHECKING, Any
 
 from meshgate.config.compile.backends import BackendResolver
-from meshgate.config.compile.durations import DurationError, parse_duration, parse_timeout
+from meshgate.config.compile.durations import (
+    DurationError,
+    parse_duration,
+    parse_timeout,
+)
 from meshgate.config.compile.filters import FilterBuilder
 from meshgate.config.compile.inputs import ErrorSink, Inputs
 from meshgate.config.compile.listeners import (
@@ -42,6 +46,7 @@ from meshgate.config.compile.listeners import (
     allows_namespace,
     effective_hostnames,
 )
+from meshgate.config.compile.traffic import CompiledTraffic, TrafficPolicies
 from meshgate.config.snapshot import (
     PATH_EXACT,
     PATH_PREFIX,
@@ -81,6 +86,13 @@ class CompiledRoute:
     # (rule, its matches) in spec order
     rules: list[tuple[CompiledRule, tuple[CompiledMatch, ...]]]
     clusters: set[str] = field(default_factory=set)  # every cluster the route sends to
+    # Clusters the route's filters send to (mirrors), whichever policy applies.
+    filter_clusters: set[str] = field(default_factory=set)
+    # (rule index, policy key) -> the rule and its matches with that policy applied;
+    # shared by every listener on which the same policy is the effective one.
+    variants: dict[tuple[int, str], tuple[CompiledRule, tuple[CompiledMatch, ...]]] = field(
+        default_factory=dict
+    )
     unresolved: list[tuple[str, str]] = field(default_factory=list)  # (reason, message)
     ts_key: tuple[int, float] = (1, 0.0)
 
@@ -121,6 +133,7 @@ def compile_route(res: LoadedResource, resolver: BackendResolver, errors: ErrorS
         compiled_matches = tuple(_compile_match(m, compiled) for m in matches)
         route.rules.append((compiled, compiled_matches))
     route.clusters |= builder.clusters
+    route.filter_clusters |= builder.clusters
     route.unresolved.extend(builder.unresolved)
     return route
 
@@ -286,6 +299,77 @@ class Attachment:
     route: CompiledRoute
     listener: ServedListener
     hostnames: list[str]
+    # The route's rules as served on this listener (with its BackendTrafficPolicy).
+    rules: list[tuple[CompiledRule, tuple[CompiledMatch, ...]]] = field(default_factory=list)
+
+    def clusters(self) -> set[str]:
+        """Every cluster this attachment sends to."""
+        used = set(self.route.filter_clusters)
+        for rule, _ in self.rules:
+            used.update(b.cluster for b in rule.backends if b.cluster is not None)
+        return used
+
+
+def apply_traffic(
+    att: Attachment, traffic: TrafficPolicies, resolver: BackendResolver
+) -> None:
+    """Fill ``att.rules``: each rule of the route with the BackendTrafficPolicy that is
+    effective for it on the attachment's listener."""
+    route = att.route
+    att.rules = []
+    for index, (rule, matches) in enumerate(route.rules):
+        ns, _, name = route.key.partition("/")
+        policy = traffic.for_rule(ns, name, rule.name, att.listener.gateway, att.listener.name)
+        if policy is None:
+            att.rules.append((rule, matches))
+            continue
+        variant = route.variants.get((index, policy.key))
+        if variant is None:
+            variant = _with_policy(route, index, rule, matches, policy, resolver)
+            route.variants[(index, policy.key)] = variant
+        att.rules.append(variant)
+
+
+def _with_policy(
+    route: CompiledRoute,
+    index: int,
+    rule: CompiledRule,
+    matches: tuple[CompiledMatch, ...],
+    policy: CompiledTraffic,
+    resolver: BackendResolver,
+) -> tuple[CompiledRule, tuple[CompiledMatch, ...]]:
+    """``rule`` with ``policy``: its own clusters, retry, request timeout and faults.
+    What the HTTPRoute rule sets itself (retry, timeouts.request) wins."""
+    spec = route.res.obj.spec.rules[index]
+    backends = tuple(
+        replace(b, cluster=resolver.with_policy(b.cluster, policy.key, policy.cluster))
+        if b.cluster is not None
+        else b
+        for b in rule.backends
+    )
+    retry = rule.retry
+    if getattr(spec, "retry", None) is None and policy.retry is not None:
+        retry = policy.retry
+        if retry.per_try_timeout is None and rule.timeout_backend is not None:
+            retry = replace(retry, per_try_timeout=rule.timeout_backend)
+    timeout_request = rule.timeout_request
+    route_sets_request = spec.timeouts is not None and spec.timeouts.request is not None
+    if not route_sets_request and policy.sets_request_timeout:
+        timeout_request = policy.request_timeout
+    filters = rule.filters
+    if policy.fault is not None:
+        from meshgate.filters.resilience.fault import fault_filters
+
+        filters = fault_filters(policy.fault) + filters
+    new_rule = replace(
+        rule,
+        backends=backends,
+        retry=retry,
+        timeout_request=timeout_request,
+        filters=filters,
+        policy=policy.key,
+    )
+    return new_rule, tuple(replace(m, rule=new_rule) for m in matches)
 
 
 def attach_route(
@@ -398,7 +482,7 @@ def build_listener_routes(
     """The rule tables of one listener, one per effective hostname."""
     by_host: dict[str, list[tuple[Any, CompiledMatch]]] = {}
     for att in attachments:
-        for rule_index, (_, matches) in enumerate(att.route.rules):
+        for rule_index, (_, matches) in enumerate(att.rules or att.route.rules):
             for match_index, m in enumerate(matches):
                 key = _precedence(att.route, rule_index, match_index, m)
                 for host in att.hostnames:

@@ -11,10 +11,26 @@ from meshgate.config.models.discovery import EndpointSlice
 from meshgate.config.models.envoy import Backend
 from meshgate.config.models.gateway import Gateway
 from meshgate.config.models.httproute import HTTPRoute
-from meshgate.config.models.meta import FieldError, Metadata, ResourceBase, parse_duration
+from meshgate.config.models.meta import (
+    FieldError,
+    Metadata,
+    ResourceBase,
+    parse_duration,
+)
 from meshgate.config.models.referencegrant import ReferenceGrant
+from meshgate.config.models.traffic_policy import BackendTrafficPolicy
 
-Resource = Namespace | Service | Secret | EndpointSlice | Gateway | HTTPRoute | ReferenceGrant | Backend
+Resource = (
+    Namespace
+    | Service
+    | Secret
+    | EndpointSlice
+    | Gateway
+    | HTTPRoute
+    | ReferenceGrant
+    | Backend
+    | BackendTrafficPolicy
+)
 
 MODELS: dict[tuple[str, str], type[ResourceBase]] = {
     ("", "Namespace"): Namespace,
@@ -25,6 +41,7 @@ MODELS: dict[tuple[str, str], type[ResourceBase]] = {
     ("gateway.networking.k8s.io", "HTTPRoute"): HTTPRoute,
     ("gateway.networking.k8s.io", "ReferenceGrant"): ReferenceGrant,
     ("gateway.envoyproxy.io", "Backend"): Backend,
+    ("gateway.envoyproxy.io", "BackendTrafficPolicy"): BackendTrafficPolicy,
 }
 
 NOT_SUPPORTED_YET: frozenset[tuple[str, str]] = frozenset(
@@ -34,7 +51,6 @@ NOT_SUPPORTED_YET: frozenset[tuple[str, str]] = frozenset(
         ("gateway.networking.k8s.io", "TLSRoute"),
         ("gateway.networking.k8s.io", "BackendTLSPolicy"),
         ("gateway.envoyproxy.io", "SecurityPolicy"),
-        ("gateway.envoyproxy.io", "BackendTrafficPolicy"),
         ("gateway.envoyproxy.io", "ClientTrafficPolicy"),
     }
 )
@@ -49,6 +65,7 @@ __all__ = [
     "MODELS",
     "NOT_SUPPORTED_YET",
     "Backend",
+    "BackendTrafficPolicy",
     "EndpointSlice",
     "FieldError",
     "Gateway",

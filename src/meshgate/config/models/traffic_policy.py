@@ -1,0 +1,574 @@
+"""``gateway.envoyproxy.io/v1alpha1`` BackendTrafficPolicy: retries, timeouts, circuit
+breakers, health checks, load balancing and fault injection for the backends of the
+routes (or Gateways) it targets.
+
+Envoy Gateway's api/v1alpha1 Go types are the reference (backendtrafficpolicy_types.go,
+retry_types.go, healthcheck_types.go, loadbalancer_types.go, circuitbreaker_types.go,
+fault_injection.go, timeout_types.go, policy_helpers.go): same field names, enums,
+defaults and CEL rules, as validators here. Fields Envoy Gateway has and meshgate does
+not serve yet are declared so that setting one says so by name. ``retry.budget`` is a
+meshgate extension (Linkerd's retry budget).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, Field, field_validator, model_validator
+
+from meshgate.config.models.meta import (
+    GATEWAY_GROUP,
+    Duration,
+    FieldError,
+    Group,
+    HeaderName,
+    Kind,
+    ObjectName,
+    ResourceBase,
+    SectionName,
+    Strict,
+    parse_duration,
+)
+
+NOT_SUPPORTED = "Not supported by meshgate yet: rejected with an error."
+
+# Kinds Envoy Gateway accepts in targetRefs, and the ones meshgate serves.
+EG_TARGET_KINDS = ("Gateway", "HTTPRoute", "GRPCRoute", "UDPRoute", "TCPRoute", "TLSRoute")
+TARGET_KINDS = ("Gateway", "HTTPRoute")
+
+# Go's time.ParseDuration format (metav1.Duration), used by the health-check fields.
+_GO_DURATION_RE = re.compile(r"^(0|([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+)$")
+_GO_PART_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ns|us|µs|ms|s|m|h)")
+_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_go_duration(value: str) -> float:
+    """Seconds in a Go duration string (``"1m30s"`` -> 90.0, ``"1.5s"`` -> 1.5)."""
+    total = sum(float(n) * _GO_UNITS[u] for n, u in _GO_PART_RE.findall(value))
+    return round(total, 9)
+
+
+def _check_go_duration(value: str) -> str:
+    if not _GO_DURATION_RE.match(value):
+        raise ValueError(f"{value!r} is not a duration (examples: 3s, 500ms, 1m30s)")
+    return value
+
+
+GoDuration = Annotated[str, AfterValidator(_check_go_duration)]
+"""Go duration (metav1.Duration), kept as written; parse with ``parse_go_duration``."""
+
+
+def _not_supported() -> Any:
+    return Field(default=None, description=NOT_SUPPORTED, json_schema_extra={"unsupported": True})
+
+
+class _Section(Strict):
+    """A part of the spec: a field declared with ``_not_supported()`` is an error when set."""
+
+    @model_validator(mode="after")
+    def _reject_unsupported(self) -> Any:
+        for name, info in type(self).model_fields.items():
+            extra = info.json_schema_extra
+            if isinstance(extra, dict) and extra.get("unsupported") and getattr(self, name) is not None:
+                raise FieldError((name,), f"{name} is not supported by meshgate yet")
+        return self
+
+
+def _positive(value: str | None, what: str) -> None:
+    if value is not None and parse_duration(value) <= 0:
+        raise FieldError((what,), "must be greater than 0")
+
+
+# HTTPStatus (shared_types.go): 100 <= code < 600.
+HTTPStatus = Annotated[int, Field(ge=100, lt=600)]
+Percentage = Annotated[float, Field(ge=0, le=100)]
+UInt32 = Annotated[int, Field(ge=0, le=4294967295)]
+
+
+# --- targets ---------------------------------------------------------------------------
+
+
+class PolicyTargetReference(Strict):
+    """Gateway API LocalPolicyTargetReferenceWithSectionName."""
+
+    group: Group = Field(description="API group of the target: `gateway.networking.k8s.io`.")
+    kind: Kind = Field(description="Kind of the target: `Gateway` or `HTTPRoute`.")
+    name: ObjectName = Field(description="Name of the target, in the policy's namespace.")
+    sectionName: SectionName | None = Field(
+        default=None,
+        description="A listener name (Gateway) or rule name (HTTPRoute); the whole target if unset.",
+    )
+
+
+# --- retry -----------------------------------------------------------------------------
+
+TriggerEnum = Literal[
+    "5xx",
+    "gateway-error",
+    "reset",
+    "connect-failure",
+    "retriable-4xx",
+    "refused-stream",
+    "retriable-status-codes",
+    "cancelled",
+    "deadline-exceeded",
+    "internal",
+    "resource-exhausted",
+    "unavailable",
+]
+
+
+class RetryOn(Strict):
+    triggers: list[TriggerEnum] = Field(
+        default_factory=list,
+        description="Conditions that trigger a retry (Envoy's x-envoy-retry-on and x-envoy-retry-grpc-on "
+        "names). gRPC status triggers and `refused-stream` have no effect on HTTP/1.1 backends.",
+    )
+    httpStatusCodes: list[HTTPStatus] = Field(
+        default_factory=list,
+        description="Statuses retried by the `retriable-status-codes` trigger.",
+    )
+
+
+class BackOffPolicy(Strict):
+    baseInterval: Duration | None = Field(
+        default=None, description="Base interval between retries (fully jittered, doubling); 25ms if unset."
+    )
+    maxInterval: Duration | None = Field(
+        default=None, description="Cap of the interval; at least baseInterval. 10 x baseInterval if unset."
+    )
+
+    @model_validator(mode="after")
+    def _max_not_below_base(self) -> BackOffPolicy:
+        _positive(self.baseInterval, "baseInterval")
+        _positive(self.maxInterval, "maxInterval")
+        if self.maxInterval is not None:
+            base = parse_duration(self.baseInterval) if self.baseInterval is not None else 0.025
+            if parse_duration(self.maxInterval) < base:
+                raise FieldError(("maxInterval",), "must be greater than or equal to baseInterval")
+        return self
+
+
+class PerRetryPolicy(Strict):
+    timeout: Duration | None = Field(
+        default=None, description="Timeout of each try; the route's timeouts.backendRequest if unset."
+    )
+    backOff: BackOffPolicy | None = Field(default=None, description="Backoff between tries.")
+
+    @model_validator(mode="after")
+    def _positive_timeout(self) -> PerRetryPolicy:
+        _positive(self.timeout, "timeout")
+        return self
+
+
+class RetryBudget(Strict):
+    ratio: float = Field(
+        default=0.2,
+        gt=0,
+        le=1,
+        description="Retries may add at most this fraction of the requests of the last 10 seconds.",
+    )
+    minRetriesPerSecond: int = Field(
+        default=10, ge=0, description="Retries allowed per second regardless of the ratio, for low traffic."
+    )
+
+
+class Retry(_Section):
+    numRetries: int = Field(default=2, ge=0, description="Number of retries after the first try.")
+    retryOn: RetryOn | None = Field(
+        default=None,
+        description="When to retry. Unset: connect-failure, refused-stream, unavailable, cancelled and "
+        "retriable-status-codes with status 503.",
+    )
+    perRetry: PerRetryPolicy | None = Field(default=None, description="Per-try timeout and backoff.")
+    budget: RetryBudget | None = Field(
+        default=None,
+        description="meshgate extension (not in Envoy Gateway): Linkerd's retry budget, which caps retries "
+        "to a share of the traffic so retries cannot multiply load on a failing backend. "
+        "Defaults (ratio 0.2, 10 per second) apply when unset.",
+    )
+    numAttemptsPerPriority: Any = _not_supported()
+
+
+# --- circuit breaker -------------------------------------------------------------------
+
+
+class CircuitBreaker(_Section):
+    maxConnections: UInt32 = Field(default=1024, description="Connections to the backend, at most.")
+    maxPendingRequests: UInt32 = Field(
+        default=1024, description="Requests waiting for a connection, at most; more get 503."
+    )
+    maxParallelRequests: UInt32 = Field(
+        default=1024, description="Requests in flight to the backend, at most; more get 503."
+    )
+    maxParallelRetries: UInt32 = Field(default=1024, description="Retries in flight to the backend, at most.")
+    maxRequestsPerConnection: Any = _not_supported()
+    perEndpoint: Any = _not_supported()
+
+
+# --- health checks ---------------------------------------------------------------------
+
+
+class ActiveHealthCheckPayload(Strict):
+    type: Literal["Text", "Binary"] = Field(description="Text, or Binary (base64 in `binary`).")
+    text: str | None = Field(default=None, description="The payload as text (type Text).")
+    binary: str | None = Field(default=None, description="The payload, base64-encoded (type Binary).")
+
+    @field_validator("binary")
+    @classmethod
+    def _is_base64(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                base64.b64decode("".join(value.split()), validate=True)
+            except (binascii.Error, ValueError):
+                raise ValueError("must be base64-encoded") from None
+        return value
+
+    @model_validator(mode="after")
+    def _value_fits_type(self) -> ActiveHealthCheckPayload:
+        if (self.type == "Text") != (self.text is not None):
+            raise FieldError(("text",), "If payload type is Text, text field needs to be set.")
+        if (self.type == "Binary") != (self.binary is not None):
+            raise FieldError(("binary",), "If payload type is Binary, binary field needs to be set.")
+        return self
+
+    def payload(self) -> bytes:
+        if self.text is not None:
+            return self.text.encode()
+        return base64.b64decode("".join((self.binary or "").split()))
+
+
+class HTTPActiveHealthChecker(Strict):
+    path: str = Field(min_length=1, max_length=1024, description="Path requested by the health check.")
+    hostname: str | None = Field(
+        default=None, description="Host header of the health check; the endpoint's address if unset."
+    )
+    method: str | None = Field(default=None, description="HTTP method; GET if unset.")
+    expectedStatuses: list[HTTPStatus] = Field(
+        default_factory=list, description="Statuses that count as healthy; 200 only if empty."
+    )
+    expectedResponse: ActiveHealthCheckPayload | None = Field(
+        default=None, description="The response body must contain this payload."
+    )
+
+    @field_validator("method")
+    @classmethod
+    def _token(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Z]+", value):
+            raise ValueError(f"{value!r} is not an HTTP method (uppercase letters, e.g. GET, HEAD)")
+        return value
+
+
+class TCPActiveHealthChecker(Strict):
+    send: ActiveHealthCheckPayload | None = Field(
+        default=None, description="Payload sent after connecting; none if unset."
+    )
+    receive: ActiveHealthCheckPayload | None = Field(
+        default=None, description="The reply must contain this payload; connecting is enough if unset."
+    )
+
+
+class ActiveHealthCheck(Strict):
+    timeout: GoDuration = Field(default="1s", description="Time to wait for a health check response.")
+    interval: GoDuration = Field(default="3s", description="Time between health checks.")
+    unhealthyThreshold: int = Field(
+        default=3, ge=1, le=4294967295, description="Failed checks in a row before a host is unhealthy."
+    )
+    healthyThreshold: int = Field(
+        default=1, ge=1, le=4294967295, description="Passed checks in a row before a host is healthy again."
+    )
+    type: Literal["HTTP", "TCP", "GRPC"] = Field(
+        description="HTTP or TCP. GRPC is not supported by meshgate yet."
+    )
+    http: HTTPActiveHealthChecker | None = Field(default=None, description="The HTTP check (type HTTP).")
+    tcp: TCPActiveHealthChecker | None = Field(default=None, description="The TCP check (type TCP).")
+    grpc: Any = Field(default=None, description=NOT_SUPPORTED)
+
+    @model_validator(mode="after")
+    def _union(self) -> ActiveHealthCheck:
+        if self.type == "GRPC" or self.grpc is not None:
+            where = ("type",) if self.type == "GRPC" else ("grpc",)
+            raise FieldError(where, "GRPC health checks are not supported by meshgate yet; use HTTP or TCP")
+        if (self.type == "HTTP") != (self.http is not None):
+            raise FieldError(("http",), "If Health Checker type is HTTP, http field needs to be set.")
+        if (self.type == "TCP") != (self.tcp is not None):
+            raise FieldError(("tcp",), "If Health Checker type is TCP, tcp field needs to be set.")
+        for name in ("timeout", "interval"):
+            if parse_go_duration(getattr(self, name)) <= 0:
+                raise FieldError((name,), "must be greater than 0")
+        return self
+
+
+class PassiveHealthCheck(Strict):
+    splitExternalLocalOriginErrors: bool = Field(
+        default=False,
+        description="Count local-origin failures (connect errors, timeouts) apart from backend errors.",
+    )
+    interval: GoDuration = Field(default="3s", description="Time between ejection sweeps.")
+    consecutiveLocalOriginFailures: UInt32 = Field(
+        default=5,
+        description="Local-origin failures in a row that eject a host (with splitExternalLocalOriginErrors).",
+    )
+    consecutiveGatewayErrors: UInt32 = Field(
+        default=0, description="502, 503 or 504 responses in a row that eject a host; 0 disables."
+    )
+    consecutive5XxErrors: UInt32 = Field(default=5, description="5xx responses in a row that eject a host.")
+    baseEjectionTime: GoDuration = Field(
+        default="30s", description="Ejection time, multiplied by the number of times the host was ejected."
+    )
+    maxEjectionPercent: int = Field(
+        default=10, ge=0, le=100, description="Hosts of a cluster that may be ejected at once, in percent."
+    )
+
+
+class HealthCheck(Strict):
+    active: ActiveHealthCheck | None = Field(default=None, description="Active health checking.")
+    passive: PassiveHealthCheck | None = Field(
+        default=None, description="Passive health checking (outlier detection)."
+    )
+    panicThreshold: int | None = Field(
+        default=None,
+        ge=0,
+        le=100,
+        description="Below this percentage of healthy hosts, all hosts are used; 50 if unset.",
+    )
+
+
+# --- load balancer ---------------------------------------------------------------------
+
+
+def _is_prime(n: int) -> bool:
+    if n < 2:
+        return False
+    return all(n % d for d in range(2, int(n**0.5) + 1))
+
+
+class ConsistentHashHeader(Strict):
+    name: HeaderName = Field(description="Name of the request header to hash.")
+
+
+class ConsistentHashCookie(Strict):
+    name: str = Field(min_length=1, description="Name of the cookie to hash.")
+    ttl: Duration | None = Field(
+        default=None,
+        description="When set, a request without the cookie gets one with this Max-Age, "
+        "pinning the client to the host chosen.",
+    )
+    attributes: dict[str, str] = Field(
+        default_factory=dict, description="Attributes of the generated cookie (Path, SameSite, ...)."
+    )
+
+
+class ConsistentHash(Strict):
+    type: Literal["SourceIP", "Header", "Cookie"] = Field(description="What to hash: SourceIP, Header or Cookie.")
+    header: ConsistentHashHeader | None = Field(default=None, description="The header to hash (type Header).")
+    cookie: ConsistentHashCookie | None = Field(default=None, description="The cookie to hash (type Cookie).")
+    tableSize: int = Field(
+        default=65537, ge=2, le=5000011, description="Size of the Maglev lookup table; a prime number."
+    )
+
+    @model_validator(mode="after")
+    def _union(self) -> ConsistentHash:
+        if (self.type == "Header") != (self.header is not None):
+            raise FieldError(("header",), "If consistent hash type is header, the header field must be set.")
+        if (self.type == "Cookie") != (self.cookie is not None):
+            raise FieldError(("cookie",), "If consistent hash type is cookie, the cookie field must be set.")
+        if not _is_prime(self.tableSize):
+            raise FieldError(("tableSize",), f"{self.tableSize} is not a prime number")
+        return self
+
+
+class SlowStart(Strict):
+    window: Duration = Field(description="Warm-up time of a new host, during which its share grows linearly.")
+
+
+class LoadBalancer(_Section):
+    type: Literal["ConsistentHash", "LeastRequest", "Random", "RoundRobin"] = Field(
+        description="Load-balancing algorithm."
+    )
+    consistentHash: ConsistentHash | None = Field(
+        default=None, description="What to hash (type ConsistentHash)."
+    )
+    slowStart: SlowStart | None = Field(
+        default=None, description="Slow start of new hosts (RoundRobin and LeastRequest only)."
+    )
+    zoneAware: Any = _not_supported()
+    endpointOverride: Any = _not_supported()
+
+    @model_validator(mode="after")
+    def _union(self) -> LoadBalancer:
+        if (self.type == "ConsistentHash") != (self.consistentHash is not None):
+            raise FieldError(
+                ("consistentHash",),
+                "If LoadBalancer type is consistentHash, consistentHash field needs to be set.",
+            )
+        if self.type in ("Random", "ConsistentHash") and self.slowStart is not None:
+            raise FieldError(
+                ("slowStart",),
+                "Currently SlowStart is only supported for RoundRobin and LeastRequest load balancers.",
+            )
+        return self
+
+
+# --- fault injection -------------------------------------------------------------------
+
+
+class FaultInjectionDelay(Strict):
+    fixedDelay: Duration = Field(description="Delay added before the request is forwarded.")
+    percentage: Percentage = Field(default=100, description="Share of requests delayed, in percent.")
+
+
+class FaultInjectionAbort(Strict):
+    httpStatus: int | None = Field(default=None, ge=200, le=600, description="Status to answer with.")
+    grpcStatus: int | None = Field(default=None, ge=0, le=16, description=NOT_SUPPORTED)
+    percentage: Percentage = Field(default=100, description="Share of requests aborted, in percent.")
+
+    @model_validator(mode="after")
+    def _one_status(self) -> FaultInjectionAbort:
+        if self.httpStatus is not None and self.grpcStatus is not None:
+            raise FieldError(("grpcStatus",), "httpStatus and grpcStatus cannot be simultaneously defined.")
+        if self.grpcStatus is not None:
+            raise FieldError(("grpcStatus",), "grpcStatus is not supported by meshgate yet; use httpStatus")
+        if self.httpStatus is None:
+            raise FieldError(("httpStatus",), "httpStatus and grpcStatus are set at least one.")
+        return self
+
+
+class FaultInjection(Strict):
+    delay: FaultInjectionDelay | None = Field(default=None, description="Delay requests.")
+    abort: FaultInjectionAbort | None = Field(default=None, description="Answer requests with an error.")
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> FaultInjection:
+        if self.delay is None and self.abort is None:
+            raise FieldError((), "Delay and abort faults are set at least one.")
+        return self
+
+
+# --- timeouts --------------------------------------------------------------------------
+
+
+class TCPTimeout(Strict):
+    connectTimeout: Duration | None = Field(
+        default=None,
+        description="Time to establish a connection (TCP and TLS); the gateway's --connect-timeout if unset.",
+    )
+
+    @model_validator(mode="after")
+    def _positive(self) -> TCPTimeout:
+        _positive(self.connectTimeout, "connectTimeout")
+        return self
+
+
+class HTTPTimeout(_Section):
+    connectionIdleTimeout: Duration | None = Field(
+        default=None,
+        description="A pooled connection idle this long is closed; the gateway's upstream idle timeout if unset.",
+    )
+    maxConnectionDuration: Duration | None = Field(
+        default=None, description="A connection is closed after this long; `0s` or unset: no limit."
+    )
+    requestTimeout: Duration | None = Field(
+        default=None,
+        description="Deadline for the whole response, retries included; `0s` disables. "
+        "An HTTPRoute rule's timeouts.request wins over it.",
+    )
+    maxStreamDuration: Any = _not_supported()
+
+    @model_validator(mode="after")
+    def _positive(self) -> HTTPTimeout:
+        # meshgate has no "never" for the upstream idle timeout: 0s would close at once.
+        _positive(self.connectionIdleTimeout, "connectionIdleTimeout")
+        return self
+
+
+class Timeout(Strict):
+    tcp: TCPTimeout | None = Field(default=None, description="TCP timeouts.")
+    http: HTTPTimeout | None = Field(default=None, description="HTTP timeouts.")
+
+
+# --- spec ------------------------------------------------------------------------------
+
+
+class BackendTrafficPolicySpec(_Section):
+    targetRef: PolicyTargetReference | None = Field(
+        default=None, description="Deprecated: the one target; use targetRefs."
+    )
+    targetRefs: list[PolicyTargetReference] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Gateways, listeners, HTTPRoutes or HTTPRoute rules in the policy's namespace. "
+        "The most specific policy applies to a rule, whole: route rule > route > listener > Gateway.",
+    )
+    loadBalancer: LoadBalancer | None = Field(
+        default=None, description="Load balancing across the endpoints; LeastRequest if unset."
+    )
+    retry: Retry | None = Field(default=None, description="Retries; none if unset.")
+    healthCheck: HealthCheck | None = Field(default=None, description="Active and passive health checks.")
+    circuitBreaker: CircuitBreaker | None = Field(
+        default=None, description="Connection and request limits; Envoy's defaults if unset."
+    )
+    timeout: Timeout | None = Field(default=None, description="Connection and request timeouts.")
+    faultInjection: FaultInjection | None = Field(
+        default=None, description="Delays and aborts injected for chaos testing."
+    )
+    targetSelectors: Any = _not_supported()
+    mergeType: Any = _not_supported()
+    rateLimit: Any = _not_supported()
+    useClientProtocol: Any = _not_supported()
+    compression: Any = _not_supported()
+    responseOverride: Any = _not_supported()
+    httpUpgrade: Any = _not_supported()
+    requestBuffer: Any = _not_supported()
+    telemetry: Any = _not_supported()
+    proxyProtocol: Any = _not_supported()
+    tcpKeepalive: Any = _not_supported()
+    connection: Any = _not_supported()
+    dns: Any = _not_supported()
+    http2: Any = _not_supported()
+
+    @model_validator(mode="after")
+    def _targets(self) -> BackendTrafficPolicySpec:
+        if (self.targetRef is None) == (not self.targetRefs):
+            where = ("targetRefs",) if self.targetRefs else ()
+            raise FieldError(where, "either targetRef or targetRefs must be used")
+        located = (
+            [(("targetRef",), self.targetRef)]
+            if self.targetRef is not None
+            else [(("targetRefs", i), ref) for i, ref in enumerate(self.targetRefs)]
+        )
+        for where, ref in located:
+            name = "targetRef" if len(where) == 1 else "targetRefs[*]"
+            if ref.group != GATEWAY_GROUP:
+                raise FieldError(
+                    (*where, "group"), f"this policy can only have a {name}.group of {GATEWAY_GROUP}"
+                )
+            if ref.kind not in EG_TARGET_KINDS:
+                raise FieldError(
+                    (*where, "kind"),
+                    f"this policy can only have a {name}.kind of Gateway/HTTPRoute/GRPCRoute/TCPRoute/UDPRoute/TLSRoute",
+                )
+            if ref.kind not in TARGET_KINDS:
+                raise FieldError(
+                    (*where, "kind"),
+                    f"targeting a {ref.kind} is not supported by meshgate yet (Gateway or HTTPRoute)",
+                )
+        return self
+
+    def targets(self) -> list[PolicyTargetReference]:
+        """targetRef or targetRefs, whichever is set (policy_helpers.go GetTargetRefs)."""
+        return [self.targetRef] if self.targetRef is not None else list(self.targetRefs)
+
+
+class BackendTrafficPolicy(ResourceBase):
+    """How the gateway talks to the backends of the routes it targets: retries, timeouts,
+    circuit breakers, health checks, load balancing, fault injection."""
+
+    apiVersion: Literal["gateway.envoyproxy.io/v1alpha1"] = Field(
+        description="Always `gateway.envoyproxy.io/v1alpha1`."
+    )
+    kind: Literal["BackendTrafficPolicy"] = Field(description="Always `BackendTrafficPolicy`.")
+    spec: BackendTrafficPolicySpec = Field(description="Targets and traffic settings.")
