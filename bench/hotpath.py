@@ -97,13 +97,15 @@ async def main(n: int, rounds: int = 7, variant: str = "default") -> None:
         engine.tracing = Tracing("http://127.0.0.1:9/v1/traces", ratio=int(variant[6:]) / 100)
     engine.snapshot = snapshot
     engine.upstreams.apply(snapshot.clusters, snapshot.limits)
-    pool = next(iter(engine.upstreams.pools.values()))
+    cluster = next(iter(engine.upstreams.clusters.values()))
+    pool = cluster.hosts[0].pool
     conn = UpstreamConnection(pool)
     up = UpstreamTransport()
     up.conn = conn
     conn.connection_made(up)
     conn.in_pool = ACTIVE
     pool.active += 1
+    cluster.connections += 1
     conn.release(True)
     from meshgate.http.server import ServerProtocol
 
