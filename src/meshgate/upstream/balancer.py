@@ -11,10 +11,15 @@ when the routable set changes (health, outliers, reloads) and does all the preco
   or when a cycle would be too long, it is Envoy's EDF scheduler instead.
 - LeastRequest: equal weights -> power of two choices (two distinct hosts at random, the
   one with fewer active requests). Unequal weights (or slow start) -> Envoy's EDF where a
-  host is rescheduled, when picked, with weight / (active_requests + 1) ** 1.0.
+  host is rescheduled, when picked, with weight / (active_requests + 1) ** 1.0; as in
+  Envoy, the other hosts' deadlines reflect their load when they were last picked.
 - Random: uniform, weights ignored (as Envoy's random LB).
-- ConsistentHash: Maglev (Envoy's table build, host weights normalized by the largest),
-  keyed on the source IP, a header or a cookie (issued when absent and a TTL is set).
+- ConsistentHash: Maglev, Envoy's table build (offset and skip from two hashes of the
+  host address, weights relative to the largest). Unlike Envoy, hosts are sorted by
+  address first, so every replica builds the same table whatever order it got the
+  endpoints in; the hash is blake2b (64 bits), not xxHash64. Keys: the source IP, a
+  header, or a cookie, issued (16 hex digits, ``Set-Cookie: name=value; Max-Age=ttl;
+  attributes``) when absent and a TTL is configured. No key: a random host.
 
 Slow start (RoundRobin and LeastRequest): a host younger than the window weighs
 ``weight * max(0.1, (age / window) ** (1 / 1.0))``. While any host is in its window the
@@ -52,10 +57,12 @@ SLOW_START_MIN_WEIGHT = 0.1
 SLOW_START_AGGRESSION = 1.0
 # Effective weights are refreshed this many times per slow-start window.
 SLOW_START_REFRESHES = 20
-# Longest precomputed round-robin cycle; longer (huge, coprime weights) -> live EDF.
-MAX_RR_CYCLE = 16384
-# Source IPs whose Maglev slot is remembered; the memo is cleared when full.
-SOURCE_IP_MEMO = 4096
+# Bound on (cycle length x hosts), the cost of precomputing a round-robin cycle;
+# beyond it (huge, coprime weights) the live EDF is used instead.
+MAX_RR_CYCLE_WORK = 1 << 18
+# Hash keys (source IPs, header and cookie values) whose Maglev slot is remembered;
+# the memo is cleared when full.
+KEY_MEMO = 4096
 
 
 class Balancer:
@@ -207,7 +214,7 @@ class RoundRobinBalancer(_Weighted):
         base = [max(h.weight, 1) for h in self.hosts]
         g = math.gcd(*base)
         reduced = [w // g for w in base]
-        if sum(reduced) > MAX_RR_CYCLE:
+        if sum(reduced) * len(reduced) > MAX_RR_CYCLE_WORK:
             return
         hosts = self.hosts
         self.cycle = [hosts[i] for i in smooth_cycle(reduced)]
@@ -306,9 +313,17 @@ def _random_host(hosts: Sequence[Host], rng: random.Random, exclude: Host | None
 # -- consistent hash (Maglev) --------------------------------------------------------
 
 
-def hash64(key: str, person: bytes = b"") -> int:
-    """A stable 64-bit hash (the same in every process and on every replica)."""
-    return int.from_bytes(blake2b(key.encode(), digest_size=8, person=person).digest(), "little")
+def hash64(key: str) -> int:
+    """A stable 64-bit hash of a request's key (the same in every process and on every
+    replica, unlike ``hash()``)."""
+    return int.from_bytes(blake2b(key.encode(), digest_size=8).digest(), "little")
+
+
+def _address_hash(address: str, person: bytes) -> int:
+    # Two independent hashes of one address (Envoy: xxHash64 with seeds 0 and 1).
+    return int.from_bytes(
+        blake2b(address.encode(), digest_size=8, person=person).digest(), "little"
+    )
 
 
 def is_prime(n: int) -> bool:
@@ -331,8 +346,8 @@ def maglev_table(hosts: Sequence[Host], size: int) -> list[Host]:
     pos = []
     skip = []
     for h in entries:
-        pos.append(hash64(h.address, b"maglev-offset") % size)
-        skip.append(hash64(h.address, b"maglev-skip") % (size - 1) + 1)
+        pos.append(_address_hash(h.address, b"maglev-offset") % size)
+        skip.append(_address_hash(h.address, b"maglev-skip") % (size - 1) + 1)
     weight = [max(h.weight, 1) for h in entries]
     top = max(weight)
     weighted = min(weight) != top
@@ -364,7 +379,7 @@ def maglev_table(hosts: Sequence[Host], size: int) -> list[Host]:
 
 
 class MaglevBalancer(Balancer):
-    __slots__ = ("cookie_suffix", "ip_slots", "lb", "rng", "size", "table")
+    __slots__ = ("built_weights", "cookie_suffix", "key_slots", "lb", "rng", "size", "table")
 
     def __init__(self, lb: LoadBalancing, rng: random.Random | None = None) -> None:
         super().__init__()
@@ -373,7 +388,8 @@ class MaglevBalancer(Balancer):
         self.lb = lb
         self.size = lb.table_size
         self.table: list[Host] = []
-        self.ip_slots: dict[str, int] = {}  # source IP -> slot, for HASH_SOURCE_IP
+        self.built_weights: tuple[int, ...] = ()
+        self.key_slots: dict[str, int] = {}  # hash key -> table slot
         self.rng = rng or random.Random()
         # "; Max-Age=60; Path=/; HttpOnly", built once.
         parts = []
@@ -385,7 +401,12 @@ class MaglevBalancer(Balancer):
         self.cookie_suffix = "".join("; " + p for p in parts)
 
     def update(self, hosts: Sequence[Host]) -> None:
-        self.hosts = tuple(hosts)
+        hosts = tuple(hosts)
+        weights = tuple(h.weight for h in hosts)
+        if hosts == self.hosts and weights == self.built_weights:
+            return  # the same Host objects with the same weights: the table stands
+        self.hosts = hosts
+        self.built_weights = weights
         # One host needs no table; every key maps to it.
         self.table = maglev_table(self.hosts, self.size) if len(self.hosts) > 1 else []
 
@@ -411,28 +432,38 @@ class MaglevBalancer(Balancer):
         lb = self.lb
         on = lb.hash_on
         if on == HASH_SOURCE_IP:
-            ip = ctx.client_ip
-            slot = self.ip_slots.get(ip)
-            if slot is None:
-                if len(self.ip_slots) >= SOURCE_IP_MEMO:
-                    self.ip_slots.clear()
-                slot = self.ip_slots[ip] = hash64(ip) % self.size
-            return slot
-        if on == HASH_HEADER:
-            value = ctx.headers.get(lb.hash_header) if lb.hash_header else None
-            return -1 if value is None else hash64(value) % self.size
-        if on == HASH_COOKIE:
-            value = cookie_value(ctx, lb.cookie_name) if lb.cookie_name else None
-            if value is None:
-                if lb.cookie_ttl is None:
-                    return -1
-                value = secrets.token_hex(8)  # 16 hex digits, a 64-bit value like Envoy's
-                added = ctx.response_headers_to_add
-                if added is None:
-                    added = ctx.response_headers_to_add = []
-                added.append(("set-cookie", lb.cookie_name + "=" + value + self.cookie_suffix))
-            return hash64(value) % self.size
-        return -1
+            key = ctx.client_ip
+        elif on == HASH_HEADER:
+            key = ctx.headers.get(lb.hash_header) if lb.hash_header else None
+        elif on == HASH_COOKIE:
+            key = cookie_value(ctx, lb.cookie_name) if lb.cookie_name else None
+            if key is None:
+                return self._issue_cookie(ctx)
+        else:
+            return -1
+        if key is None:
+            return -1
+        # Clients repeat their keys; remembering the slot saves hashing them again.
+        slots = self.key_slots
+        slot = slots.get(key)
+        if slot is None:
+            if len(slots) >= KEY_MEMO:
+                slots.clear()
+            slot = slots[key] = hash64(key) % self.size
+        return slot
+
+    def _issue_cookie(self, ctx: RequestContext) -> int:
+        """No cookie yet: with a TTL configured, make one up, route on it and send it
+        back (Set-Cookie) so the client's next requests stick; without, no key."""
+        lb = self.lb
+        if lb.cookie_ttl is None:
+            return -1
+        value = secrets.token_hex(8)  # 16 hex digits, a 64-bit value like Envoy's
+        added = ctx.response_headers_to_add
+        if added is None:
+            added = ctx.response_headers_to_add = []
+        added.append(("set-cookie", f"{lb.cookie_name}={value}{self.cookie_suffix}"))
+        return hash64(value) % self.size
 
 
 def cookie_value(ctx: RequestContext, name: str) -> str | None:
