@@ -16,7 +16,7 @@ means in Envoy's router (``RetryStateImpl::wouldRetryFromReset`` and friends).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timezone
+from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 from meshgate.config.compile.durations import parse_duration, parse_timeout
@@ -244,7 +244,7 @@ def _age(res: LoadedResource) -> tuple[int, float]:
     if ts is None:
         return (1, 0.0)
     if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=timezone.utc)
+        ts = ts.replace(tzinfo=UTC)
     return (0, ts.timestamp())
 
 
