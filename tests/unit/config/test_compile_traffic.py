@@ -274,8 +274,9 @@ def test_every_cluster_field_is_mapped():
             table_size=1009,
             panic_threshold=25.0,
         ),
-        # maxParallelRetries is not set: the CRD's default, 1024, not Envoy's 3.
-        breaker=CircuitBreaking(10, 20, 30, 1024),
+        # maxParallelRetries is not set: Envoy's default, 3 (the choice; Envoy
+        # Gateway's CRD would say 1024).
+        breaker=CircuitBreaking(10, 20, 30, 3),
         health=ActiveHealthCheck(
             kind="HTTP",
             interval=0.5,

@@ -68,7 +68,7 @@ def test_envoy_gateway_defaults():
         1024,
         1024,
         1024,
-        1024,
+        3,  # Envoy's default, as issue 5 asks (Envoy Gateway's CRD says 1024)
     )
     active = spec.healthCheck.active
     assert (active.timeout, active.interval, active.unhealthyThreshold, active.healthyThreshold) == (

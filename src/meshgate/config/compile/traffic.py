@@ -127,7 +127,7 @@ def load_balancing(lb: Any, panic_threshold: int | None) -> LoadBalancing:
 def circuit_breaking(cb: Any) -> CircuitBreaking:
     if cb is None:
         return CircuitBreaking()  # Envoy's thresholds, as Envoy Gateway leaves them
-    # Set: the CRD's defaults (1024 each, maxParallelRetries included) fill the gaps.
+    # Set: the model's defaults (1024 each, and Envoy's 3 parallel retries) fill the gaps.
     return CircuitBreaking(
         max_connections=cb.maxConnections,
         max_pending_requests=cb.maxPendingRequests,

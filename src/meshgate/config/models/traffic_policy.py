@@ -204,7 +204,11 @@ class CircuitBreaker(_Section):
     maxParallelRequests: UInt32 = Field(
         default=1024, description="Requests in flight to the backend, at most; more get 503."
     )
-    maxParallelRetries: UInt32 = Field(default=1024, description="Retries in flight to the backend, at most.")
+    maxParallelRetries: UInt32 = Field(
+        default=3,
+        description="Retries in flight to the backend, at most. Envoy's default 3 (Envoy "
+        "Gateway's CRD default is 1024; meshgate keeps Envoy's, so a brownout cannot fan out).",
+    )
     maxRequestsPerConnection: Any = _not_supported()
     perEndpoint: Any = _not_supported()
 
