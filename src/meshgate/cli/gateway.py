@@ -34,6 +34,8 @@ log = logging.getLogger("meshgate.gateway")
 @click.option("--max-body-bytes", default=0, show_default=True, type=int, help="Request body limit, 413 over it (0: none).")
 @click.option("--header-timeout", default=10.0, show_default=True, type=float, help="Seconds to receive a request head (408).")
 @click.option("--idle-timeout", default=60.0, show_default=True, type=float, help="Seconds a keep-alive connection may idle.")
+@click.option("--connect-timeout", default=5.0, show_default=True, type=float, help="Seconds to open an upstream connection (503 UF); a BackendTrafficPolicy's timeout.tcp.connectTimeout wins.")
+@click.option("--upstream-idle-timeout", default=60.0, show_default=True, type=float, help="Seconds a pooled upstream connection may idle; timeout.http.connectionIdleTimeout wins.")
 @click.option("--drain-timeout", default=20.0, show_default=True, type=float, help="Seconds to finish in-flight requests on SIGTERM.")
 @click.option("--watch-interval", default=1.0, show_default=True, type=float, help="Seconds between config file checks.")
 @click.option("--access-log", default=None, metavar="PATH", help="JSON-lines access log to PATH ('-' for stdout); off by default.")
@@ -55,6 +57,8 @@ def gateway(
     max_body_bytes: int,
     header_timeout: float,
     idle_timeout: float,
+    connect_timeout: float,
+    upstream_idle_timeout: float,
     drain_timeout: float,
     watch_interval: float,
     access_log: str | None,
@@ -79,6 +83,8 @@ def gateway(
         max_body_bytes=max_body_bytes,
         header_timeout=header_timeout,
         idle_timeout=idle_timeout,
+        upstream_connect_timeout=connect_timeout,
+        upstream_idle_timeout=upstream_idle_timeout,
         drain_timeout=drain_timeout,
     )
     from meshgate.cli.runtime import GatewayRuntime
