@@ -255,71 +255,82 @@ def test_backend_that_stops_accepting_is_routed_around(fresh) -> None:
 # --------------------------------------------------------------------------- circuit breaker
 
 
-def test_circuit_breaker_overflow_is_fast_503_uo(fresh) -> None:
+def overflow_records(gw: Gateway, n: int) -> list[dict] | None:
+    records = [r for r in access_records(gw) if r["path"].startswith("/overflow/")]
+    return records if len(records) >= n else None
+
+
+# (limits, requests that fill the breaker, the counter that overflows)
+BREAKERS = {
+    "connections-and-pending": (
+        {"maxConnections": 1, "maxPendingRequests": 1},
+        2,
+        "pending",
+    ),
+    "parallel-requests": ({"maxParallelRequests": 2}, 2, "requests"),
+}
+
+
+@pytest.mark.parametrize("limits", list(BREAKERS), ids=list(BREAKERS))
+def test_circuit_breaker_overflow_is_fast_503_uo(fresh, limits: str) -> None:
+    spec_limits, holding, overflowing = BREAKERS[limits]
     stalled = fresh[0]
     stalled.set_mode("stall")
     port = free_port()
-    spec = {"circuitBreaker": {"maxConnections": 1, "maxPendingRequests": 1}}
+    spec = {"circuitBreaker": spec_limits}
+    n = 50
     with served(config(port, [stalled], spec), port) as gw:
-        # One request holds the only connection, one waits for it: the breaker is full.
         holders = []
         try:
-            for i in range(2):
+            # Requests the backend never answers fill the breaker.
+            for i in range(holding):
                 sock = socket.create_connection(("127.0.0.1", port), timeout=5)
                 sock.sendall(f"GET /hold/{i} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
                 holders.append(sock)
             wait_until(
-                lambda: policy_cluster(gw)["circuit_breaker"]["pending"][0] == 1,
+                lambda: policy_cluster(gw)["circuit_breaker"]["requests"][0] == holding,
                 5,
-                what="one connection in use and one request pending",
+                what=f"{holding} requests in flight",
             )
             breaker = policy_cluster(gw)["circuit_breaker"]
-            assert breaker["connections"] == [1, 1], breaker
+            if overflowing == "pending":
+                assert breaker["connections"] == [1, 1] and breaker["pending"] == [
+                    1,
+                    1,
+                ], breaker
 
             latencies = []
             with httpx.Client() as client:
-                client.get(gw.admin_url("/healthz"))
-                for i in range(50):
+                for i in range(n):
                     start = time.perf_counter()
                     resp = client.get(f"{gw.base}/overflow/{i}")
                     latencies.append(time.perf_counter() - start)
                     assert resp.status_code == 503, resp.text
             records = wait_until(
-                lambda: (
-                    [
-                        r
-                        for r in access_records(gw)
-                        if r["path"].startswith("/overflow/")
-                    ]
-                    if len(
-                        [
-                            r
-                            for r in access_records(gw)
-                            if r["path"].startswith("/overflow/")
-                        ]
-                    )
-                    == 50
-                    else None
-                ),
+                lambda: overflow_records(gw, n),
                 5,
-                what="50 overflow lines in the access log",
-            )
-            assert {r["response_flags"] for r in records} == {"UO"}
-            assert stalled.count() == 1, (
-                "only the request holding the connection reached the backend"
+                what="overflow lines in the access log",
             )
             overflows = policy_cluster(gw)["circuit_breaker"]["overflows"]
+            received = stalled.count()
         finally:
             for sock in holders:
                 sock.close()
 
     p50 = statistics.median(latencies) * 1000
     worst = max(latencies) * 1000
-    server_p50 = statistics.median(r["duration_ms"] for r in records)
-    figure("circuit_breaker.overflow_latency_p50_ms", round(p50, 2))
-    figure("circuit_breaker.overflow_latency_max_ms", round(worst, 2))
-    figure("circuit_breaker.overflow_duration_ms_p50_gateway_side", server_p50)
-    figure("circuit_breaker.overflows", overflows)
+    gateway_p50 = statistics.median(r["duration_ms"] for r in records)
+    tag = f"circuit_breaker_{limits}"
+    figure(f"{tag}.overflow_latency_p50_ms", round(p50, 2))
+    figure(f"{tag}.overflow_latency_max_ms", round(worst, 2))
+    figure(f"{tag}.overflow_duration_ms_p50_gateway_side", gateway_p50)
+    figure(f"{tag}.overflow_duration_ms_max_gateway_side", max(r["duration_ms"] for r in records))
+    figure(f"{tag}.overflows", overflows)
+    assert {r["response_flags"] for r in records} == {"UO"}
+    assert overflows[overflowing] == n, overflows
+    assert received == (1 if overflowing == "pending" else holding), (
+        "only the holding requests reach the backend"
+    )
     assert worst < 50, f"overflow answers took up to {worst:.1f} ms (target < 5 ms)"
 
 
