@@ -184,6 +184,9 @@ class UpstreamConnection(asyncio.Protocol):
             self.pool.discard(self)
 
     def abort(self) -> None:
+        """The owner gives the connection up (a retry, a timeout, the client left): it
+        is not told of the close it caused, so no failure is reported for it."""
+        self.owner = None
         if self.transport is not None:
             self.transport.abort()
         self.closed = True

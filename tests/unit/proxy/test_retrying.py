@@ -58,7 +58,7 @@ def make_cluster(clock, **breaker) -> ClusterRuntime:
     return ClusterRuntime(Cluster("c", (Endpoint("127.0.0.1", 9),), policy=cfg), Limits(), clock)
 
 
-def test_parallel_retries_are_bounded_by_the_breaker():
+async def test_parallel_retries_are_bounded_by_the_breaker():
     now = [100.0]
     cluster = make_cluster(lambda: now[0], max_parallel_retries=2)
     for _ in range(100):
@@ -70,7 +70,7 @@ def test_parallel_retries_are_bounded_by_the_breaker():
     assert cluster.begin_retry()
 
 
-def test_the_retry_budget_limits_retries_to_a_share_of_requests():
+async def test_the_retry_budget_limits_retries_to_a_share_of_requests():
     now = [100.0]
     cluster = make_cluster(lambda: now[0], max_parallel_retries=1000)
     for _ in range(100):
