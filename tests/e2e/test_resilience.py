@@ -573,3 +573,36 @@ def test_fault_injection_percentages(fresh) -> None:
     )
     assert abort_lo <= abort_share <= abort_hi
     assert delay_lo <= delay_share <= delay_hi
+
+
+# --------------------------------------------------------------------------- DNS
+
+
+def test_fqdn_backend_serves_at_once_and_is_resolved_to_addresses(fresh) -> None:
+    """A Backend given by DNS name answers from the first request; once resolved,
+    /clusters lists the name's addresses instead of the name."""
+    server = fresh[0]
+    port = free_port()
+    backend = {
+        "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+        "kind": "Backend",
+        "metadata": {"name": "by-name", "namespace": "default"},
+        "spec": {"endpoints": [{"fqdn": {"hostname": "localhost", "port": server.port}}]},
+    }
+    rule = {
+        "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+        "backendRefs": [{"group": "gateway.envoyproxy.io", "kind": "Backend", "name": "by-name"}],
+    }
+    # Retry connect failures: "localhost" may also name ::1, where the server is not.
+    retry = {"retry": {"numRetries": 2, "retryOn": {"triggers": ["connect-failure"]}}}
+    docs = [gateway_doc(port), backend, route_doc("route", [rule]), policy_doc(retry)]
+    with served(docs, port) as gw:
+        with httpx.Client(base_url=gw.base) as client:
+            assert client.get("/first").status_code == 200
+
+            def addresses() -> list[str]:
+                return [e["address"] for e in policy_cluster(gw)["endpoints"]]
+
+            wait_until(lambda: f"localhost:{server.port}" not in addresses(), timeout=5)
+            assert f"127.0.0.1:{server.port}" in addresses()
+            assert all(client.get(f"/{i}").status_code == 200 for i in range(20))

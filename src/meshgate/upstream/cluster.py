@@ -80,9 +80,10 @@ class ClusterRuntime:
         if cluster.dns:
             from meshgate.upstream.dns import DnsResolver
 
+            # Until the first resolution the names themselves are the hosts (each
+            # connect resolves), so the cluster serves from the first request on.
             self.dns = DnsResolver(cluster.endpoints, policy.dns_refresh, self.set_endpoints)
-        else:
-            self.set_endpoints(cluster.endpoints)
+        self.set_endpoints(cluster.endpoints)
 
     def __repr__(self) -> str:
         return f"<ClusterRuntime {self.name} hosts={len(self.hosts)} routable={len(self.routable)}>"
