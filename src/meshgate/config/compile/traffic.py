@@ -1,12 +1,8 @@
 """BackendTrafficPolicy: each policy compiled once into a ``CompiledTraffic``, attached to
 its targets, and looked up per route rule.
 
-Attachment follows Envoy Gateway: a policy applies to targets in its own namespace only.
-For a rule, the most specific policy wins, whole (no merging): HTTPRoute with
-sectionName == the rule's name, then the HTTPRoute, then the Gateway with sectionName ==
-the listener's name, then the Gateway. When several policies target the same thing, the
-oldest (``metadata.creationTimestamp``; none = newest) wins, then ``namespace/name``
-alphabetically; the others are Conflicted for that target.
+Attachment (``attachment.PolicyIndex``) follows Envoy Gateway: the most specific
+policy wins, whole.
 
 The mapping to the data plane's dataclasses (``config/traffic.py``, ``RetryPolicy``)
 uses Envoy's semantics: a retry trigger name means what ``x-envoy-retry-on`` says it
@@ -15,12 +11,11 @@ means in Envoy's router (``RetryStateImpl::wouldRetryFromReset`` and friends).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import UTC
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from meshgate.config.compile.durations import parse_duration, parse_timeout
-from meshgate.config.compile.inputs import Inputs
+from meshgate.config.compile.attachment import PolicyIndex
 from meshgate.config.models.traffic_policy import parse_go_duration
 from meshgate.config.snapshot import RetryPolicy
 from meshgate.config.traffic import (
@@ -34,9 +29,6 @@ from meshgate.config.traffic import (
     RetryBudget,
 )
 
-if TYPE_CHECKING:
-    from meshgate.config.loader import LoadedResource
-
 KIND = "BackendTrafficPolicy"
 
 # Envoy Gateway's translator (internal/xds/translator/route.go) when retryOn is unset.
@@ -44,14 +36,6 @@ DEFAULT_TRIGGERS = ("connect-failure", "refused-stream", "unavailable", "cancell
 DEFAULT_RETRIABLE_CODES = (503,)
 DEFAULT_NUM_RETRIES = 2
 DEFAULT_BACKOFF = 0.025  # Envoy's base interval; the cap defaults to 10x
-
-# Policy condition reasons (Gateway API PolicyConditionReason).
-ACCEPTED = "Accepted"
-CONFLICTED = "Conflicted"
-TARGET_NOT_FOUND = "TargetNotFound"
-
-# Target precedence, most specific first.
-ROUTE_RULE, ROUTE, LISTENER, GATEWAY = range(4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,145 +223,10 @@ def fault(spec: Any) -> Fault:
 # --- attachment ------------------------------------------------------------------------
 
 
-def _age(res: LoadedResource) -> tuple[int, float]:
-    ts = getattr(res.obj.metadata, "creationTimestamp", None)
-    if ts is None:
-        return (1, 0.0)
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=UTC)
-    return (0, ts.timestamp())
+class TrafficPolicies(PolicyIndex):
+    """Every BackendTrafficPolicy of a compile, compiled and attached."""
 
+    kind = KIND
 
-def _condition(reason: str, message: str = "") -> dict[str, str]:
-    return {
-        "type": "Accepted",
-        "status": "True" if reason == ACCEPTED else "False",
-        "reason": reason,
-        "message": message,
-    }
-
-
-@dataclass(slots=True)
-class _Holder:
-    policy: CompiledTraffic
-    overrides: set[str] = field(default_factory=set)  # routes where a more specific one won
-
-
-class TrafficPolicies:
-    """Every BackendTrafficPolicy of a compile, attached to its targets.
-
-    ``for_rule`` answers which policy applies to a rule served on a listener; ``dump``
-    is the status of each policy (per target, like ``status.ancestors``) for
-    /config_dump.
-    """
-
-    def __init__(self, inputs: Inputs) -> None:
-        self._slots: dict[tuple[int, str, str, str | None], _Holder] = {}
-        self._status: dict[str, dict[str, Any]] = {}
-        policies = sorted(inputs.of_kind(KIND), key=lambda r: (_age(r), r.namespace, r.name))
-        for res in policies:
-            self._attach(res, inputs)
-
-    def _attach(self, res: LoadedResource, inputs: Inputs) -> None:
-        key = f"{res.namespace}/{res.name}"
-        compiled = compile_traffic(key, res.obj.spec)
-        holder = _Holder(compiled)
-        targets: list[dict[str, Any]] = []
-        self._status[key] = {
-            "source": {"file": str(res.file), "document": res.document},
-            "targets": targets,
-        }
-        for ref in res.obj.spec.targets():
-            entry: dict[str, Any] = {
-                "targetRef": {
-                    "group": ref.group,
-                    "kind": ref.kind,
-                    "namespace": res.namespace,
-                    "name": ref.name,
-                    "sectionName": ref.sectionName,
-                }
-            }
-            targets.append(entry)
-            missing = _missing_target(inputs, res.namespace, ref)
-            if missing:
-                entry["conditions"] = [_condition(TARGET_NOT_FOUND, missing)]
-                continue
-            if ref.kind == "HTTPRoute":
-                level = ROUTE if ref.sectionName is None else ROUTE_RULE
-            else:
-                level = GATEWAY if ref.sectionName is None else LISTENER
-            slot = (level, res.namespace, ref.name, ref.sectionName)
-            winner = self._slots.get(slot)
-            if winner is not None:
-                entry["conditions"] = [
-                    _condition(
-                        CONFLICTED,
-                        f"{KIND} {winner.policy.key} already targets this {ref.kind}"
-                        + (f" section {ref.sectionName}" if ref.sectionName else "")
-                        + " (older, or as old and first by namespace/name)",
-                    )
-                ]
-                continue
-            self._slots[slot] = holder
-            entry["conditions"] = [_condition(ACCEPTED)]
-            entry["_holder"] = holder
-
-    def for_rule(
-        self, route_ns: str, route: str, rule_name: str | None, gateway: str, listener: str
-    ) -> CompiledTraffic | None:
-        """The policy for a rule of ``route_ns/route`` served on ``gateway``'s
-        ``listener`` ("ns/name" and listener name), or None."""
-        gw_ns, _, gw_name = gateway.partition("/")
-        candidates = []
-        if rule_name is not None:
-            candidates.append(self._slots.get((ROUTE_RULE, route_ns, route, rule_name)))
-        candidates.append(self._slots.get((ROUTE, route_ns, route, None)))
-        candidates.append(self._slots.get((LISTENER, gw_ns, gw_name, listener)))
-        candidates.append(self._slots.get((GATEWAY, gw_ns, gw_name, None)))
-        found = [h for h in candidates if h is not None]
-        if not found:
-            return None
-        for shadowed in found[1:]:
-            if shadowed is not found[0]:
-                shadowed.overrides.add(f"{route_ns}/{route}")
-        return found[0].policy
-
-    def dump(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, status in self._status.items():
-            targets = []
-            for entry in status["targets"]:
-                entry = dict(entry)
-                holder = entry.pop("_holder", None)
-                if holder is not None and holder.overrides:
-                    routes = ", ".join(sorted(holder.overrides))
-                    entry["conditions"] = entry["conditions"] + [
-                        {
-                            "type": "Overridden",
-                            "status": "True",
-                            "reason": "Overridden",
-                            "message": f"a more specific {KIND} applies to: {routes}",
-                        }
-                    ]
-                targets.append(entry)
-            out[key] = {"source": status["source"], "targets": targets}
-        return dict(sorted(out.items()))
-
-
-def _missing_target(inputs: Inputs, namespace: str, ref: Any) -> str:
-    """Why the target does not exist ("" when it does). Only the policy's namespace is
-    searched: Envoy Gateway ignores targets elsewhere."""
-    res = inputs.get(ref.kind, namespace, ref.name)
-    if res is None:
-        return f"{ref.kind} {namespace}/{ref.name} not found"
-    if ref.sectionName is None:
-        return ""
-    if ref.kind == "Gateway":
-        names = [lst.name for lst in res.obj.spec.listeners or ()]
-        what = "listener"
-    else:
-        names = [rule.name for rule in res.obj.spec.rules or () if rule.name]
-        what = "rule"
-    if ref.sectionName not in names:
-        return f"{ref.kind} {namespace}/{ref.name} has no {what} named {ref.sectionName}"
-    return ""
+    def compile(self, key: str, res: Any) -> CompiledTraffic:
+        return compile_traffic(key, res.obj.spec)

@@ -15,93 +15,30 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from meshgate.config.models.meta import (
-    GATEWAY_GROUP,
     Duration,
     FieldError,
-    Group,
     HeaderName,
-    Kind,
-    ObjectName,
     ResourceBase,
-    SectionName,
     Strict,
     parse_duration,
 )
-
-NOT_SUPPORTED = "Not supported by meshgate yet: rejected with an error."
-
-# Kinds Envoy Gateway accepts in targetRefs, and the ones meshgate serves.
-EG_TARGET_KINDS = ("Gateway", "HTTPRoute", "GRPCRoute", "UDPRoute", "TCPRoute", "TLSRoute")
-TARGET_KINDS = ("Gateway", "HTTPRoute")
-
-# Go's time.ParseDuration format (metav1.Duration), used by the health-check fields.
-_GO_DURATION_RE = re.compile(r"^(0|([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+)$")
-_GO_PART_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ns|us|µs|ms|s|m|h)")
-_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_go_duration(value: str) -> float:
-    """Seconds in a Go duration string (``"1m30s"`` -> 90.0, ``"1.5s"`` -> 1.5)."""
-    total = sum(float(n) * _GO_UNITS[u] for n, u in _GO_PART_RE.findall(value))
-    return round(total, 9)
-
-
-def _check_go_duration(value: str) -> str:
-    if not _GO_DURATION_RE.match(value):
-        raise ValueError(f"{value!r} is not a duration (examples: 3s, 500ms, 1m30s)")
-    return value
-
-
-GoDuration = Annotated[str, AfterValidator(_check_go_duration)]
-"""Go duration (metav1.Duration), kept as written; parse with ``parse_go_duration``."""
-
-
-def _not_supported() -> Any:
-    return Field(default=None, description=NOT_SUPPORTED, json_schema_extra={"unsupported": True})
-
-
-class _Section(Strict):
-    """A part of the spec: a field declared with ``_not_supported()`` is an error when set."""
-
-    @model_validator(mode="after")
-    def _reject_unsupported(self) -> Any:
-        for name, info in type(self).model_fields.items():
-            extra = info.json_schema_extra
-            if isinstance(extra, dict) and extra.get("unsupported") and getattr(self, name) is not None:
-                raise FieldError((name,), f"{name} is not supported by meshgate yet")
-        return self
-
-
-def _positive(value: str | None, what: str) -> None:
-    if value is not None and parse_duration(value) <= 0:
-        raise FieldError((what,), "must be greater than 0")
-
-
-# HTTPStatus (shared_types.go): 100 <= code < 600.
-HTTPStatus = Annotated[int, Field(ge=100, lt=600)]
-Percentage = Annotated[float, Field(ge=0, le=100)]
-UInt32 = Annotated[int, Field(ge=0, le=4294967295)]
-
-
-# --- targets ---------------------------------------------------------------------------
-
-
-class PolicyTargetReference(Strict):
-    """Gateway API LocalPolicyTargetReferenceWithSectionName."""
-
-    group: Group = Field(description="API group of the target: `gateway.networking.k8s.io`.")
-    kind: Kind = Field(description="Kind of the target: `Gateway` or `HTTPRoute`.")
-    name: ObjectName = Field(description="Name of the target, in the policy's namespace.")
-    sectionName: SectionName | None = Field(
-        default=None,
-        description="A listener name (Gateway) or rule name (HTTPRoute); the whole target if unset.",
-    )
-
+from meshgate.config.models.policy_common import (
+    NOT_SUPPORTED,
+    GoDuration,
+    HTTPStatus,
+    Percentage,
+    Section,
+    TargetedSpec,
+    UInt32,
+    not_supported,
+    parse_go_duration,
+    positive,
+)
 
 # --- retry -----------------------------------------------------------------------------
 
@@ -143,8 +80,8 @@ class BackOffPolicy(Strict):
 
     @model_validator(mode="after")
     def _max_not_below_base(self) -> BackOffPolicy:
-        _positive(self.baseInterval, "baseInterval")
-        _positive(self.maxInterval, "maxInterval")
+        positive(self.baseInterval, "baseInterval")
+        positive(self.maxInterval, "maxInterval")
         if self.maxInterval is not None:
             base = parse_duration(self.baseInterval) if self.baseInterval is not None else 0.025
             if parse_duration(self.maxInterval) < base:
@@ -160,7 +97,7 @@ class PerRetryPolicy(Strict):
 
     @model_validator(mode="after")
     def _positive_timeout(self) -> PerRetryPolicy:
-        _positive(self.timeout, "timeout")
+        positive(self.timeout, "timeout")
         return self
 
 
@@ -176,7 +113,7 @@ class RetryBudget(Strict):
     )
 
 
-class Retry(_Section):
+class Retry(Section):
     numRetries: int = Field(default=2, ge=0, description="Number of retries after the first try.")
     retryOn: RetryOn | None = Field(
         default=None,
@@ -190,13 +127,13 @@ class Retry(_Section):
         "to a share of the traffic so retries cannot multiply load on a failing backend. "
         "Defaults (ratio 0.2, 10 per second) apply when unset.",
     )
-    numAttemptsPerPriority: Any = _not_supported()
+    numAttemptsPerPriority: Any = not_supported()
 
 
 # --- circuit breaker -------------------------------------------------------------------
 
 
-class CircuitBreaker(_Section):
+class CircuitBreaker(Section):
     maxConnections: UInt32 = Field(default=1024, description="Connections to the backend, at most.")
     maxPendingRequests: UInt32 = Field(
         default=1024, description="Requests waiting for a connection, at most; more get 503."
@@ -209,8 +146,8 @@ class CircuitBreaker(_Section):
         description="Retries in flight to the backend, at most. Envoy's default 3 (Envoy "
         "Gateway's CRD default is 1024; meshgate keeps Envoy's, so a brownout cannot fan out).",
     )
-    maxRequestsPerConnection: Any = _not_supported()
-    perEndpoint: Any = _not_supported()
+    maxRequestsPerConnection: Any = not_supported()
+    perEndpoint: Any = not_supported()
 
 
 # --- health checks ---------------------------------------------------------------------
@@ -389,7 +326,7 @@ class SlowStart(Strict):
     window: Duration = Field(description="Warm-up time of a new host, during which its share grows linearly.")
 
 
-class LoadBalancer(_Section):
+class LoadBalancer(Section):
     type: Literal["ConsistentHash", "LeastRequest", "Random", "RoundRobin"] = Field(
         description="Load-balancing algorithm."
     )
@@ -399,8 +336,8 @@ class LoadBalancer(_Section):
     slowStart: SlowStart | None = Field(
         default=None, description="Slow start of new hosts (RoundRobin and LeastRequest only)."
     )
-    zoneAware: Any = _not_supported()
-    endpointOverride: Any = _not_supported()
+    zoneAware: Any = not_supported()
+    endpointOverride: Any = not_supported()
 
     @model_validator(mode="after")
     def _union(self) -> LoadBalancer:
@@ -462,12 +399,12 @@ class TCPTimeout(Strict):
     )
 
     @model_validator(mode="after")
-    def _positive(self) -> TCPTimeout:
-        _positive(self.connectTimeout, "connectTimeout")
+    def positive(self) -> TCPTimeout:
+        positive(self.connectTimeout, "connectTimeout")
         return self
 
 
-class HTTPTimeout(_Section):
+class HTTPTimeout(Section):
     connectionIdleTimeout: Duration | None = Field(
         default=None,
         description="A pooled connection idle this long is closed; the gateway's upstream idle timeout if unset.",
@@ -480,12 +417,12 @@ class HTTPTimeout(_Section):
         description="Deadline for the whole response, retries included; `0s` disables. "
         "An HTTPRoute rule's timeouts.request wins over it.",
     )
-    maxStreamDuration: Any = _not_supported()
+    maxStreamDuration: Any = not_supported()
 
     @model_validator(mode="after")
-    def _positive(self) -> HTTPTimeout:
+    def positive(self) -> HTTPTimeout:
         # meshgate has no "never" for the upstream idle timeout: 0s would close at once.
-        _positive(self.connectionIdleTimeout, "connectionIdleTimeout")
+        positive(self.connectionIdleTimeout, "connectionIdleTimeout")
         return self
 
 
@@ -497,16 +434,7 @@ class Timeout(Strict):
 # --- spec ------------------------------------------------------------------------------
 
 
-class BackendTrafficPolicySpec(_Section):
-    targetRef: PolicyTargetReference | None = Field(
-        default=None, description="Deprecated: the one target; use targetRefs."
-    )
-    targetRefs: list[PolicyTargetReference] = Field(
-        default_factory=list,
-        max_length=16,
-        description="Gateways, listeners, HTTPRoutes or HTTPRoute rules in the policy's namespace. "
-        "The most specific policy applies to a rule, whole: route rule > route > listener > Gateway.",
-    )
+class BackendTrafficPolicySpec(TargetedSpec):
     loadBalancer: LoadBalancer | None = Field(
         default=None, description="Load balancing across the endpoints; LeastRequest if unset."
     )
@@ -519,52 +447,20 @@ class BackendTrafficPolicySpec(_Section):
     faultInjection: FaultInjection | None = Field(
         default=None, description="Delays and aborts injected for chaos testing."
     )
-    targetSelectors: Any = _not_supported()
-    mergeType: Any = _not_supported()
-    rateLimit: Any = _not_supported()
-    useClientProtocol: Any = _not_supported()
-    compression: Any = _not_supported()
-    responseOverride: Any = _not_supported()
-    httpUpgrade: Any = _not_supported()
-    requestBuffer: Any = _not_supported()
-    telemetry: Any = _not_supported()
-    proxyProtocol: Any = _not_supported()
-    tcpKeepalive: Any = _not_supported()
-    connection: Any = _not_supported()
-    dns: Any = _not_supported()
-    http2: Any = _not_supported()
-
-    @model_validator(mode="after")
-    def _targets(self) -> BackendTrafficPolicySpec:
-        if (self.targetRef is None) == (not self.targetRefs):
-            where = ("targetRefs",) if self.targetRefs else ()
-            raise FieldError(where, "either targetRef or targetRefs must be used")
-        located = (
-            [(("targetRef",), self.targetRef)]
-            if self.targetRef is not None
-            else [(("targetRefs", i), ref) for i, ref in enumerate(self.targetRefs)]
-        )
-        for where, ref in located:
-            name = "targetRef" if len(where) == 1 else "targetRefs[*]"
-            if ref.group != GATEWAY_GROUP:
-                raise FieldError(
-                    (*where, "group"), f"this policy can only have a {name}.group of {GATEWAY_GROUP}"
-                )
-            if ref.kind not in EG_TARGET_KINDS:
-                raise FieldError(
-                    (*where, "kind"),
-                    f"this policy can only have a {name}.kind of Gateway/HTTPRoute/GRPCRoute/TCPRoute/UDPRoute/TLSRoute",
-                )
-            if ref.kind not in TARGET_KINDS:
-                raise FieldError(
-                    (*where, "kind"),
-                    f"targeting a {ref.kind} is not supported by meshgate yet (Gateway or HTTPRoute)",
-                )
-        return self
-
-    def targets(self) -> list[PolicyTargetReference]:
-        """targetRef or targetRefs, whichever is set (policy_helpers.go GetTargetRefs)."""
-        return [self.targetRef] if self.targetRef is not None else list(self.targetRefs)
+    targetSelectors: Any = not_supported()
+    mergeType: Any = not_supported()
+    rateLimit: Any = not_supported()
+    useClientProtocol: Any = not_supported()
+    compression: Any = not_supported()
+    responseOverride: Any = not_supported()
+    httpUpgrade: Any = not_supported()
+    requestBuffer: Any = not_supported()
+    telemetry: Any = not_supported()
+    proxyProtocol: Any = not_supported()
+    tcpKeepalive: Any = not_supported()
+    connection: Any = not_supported()
+    dns: Any = not_supported()
+    http2: Any = not_supported()
 
 
 class BackendTrafficPolicy(ResourceBase):
