@@ -52,6 +52,7 @@ async def exposition() -> prom_text.Exposition:
             "meshgate_upstream_retry_budget_exhausted_total": ("web",),
             "meshgate_upstream_outlier_ejections_total": ("web", "ejected"),
             "meshgate_upstream_health_checks_total": ("web", "failure"),
+            "meshgate_auth_failures_total": ("jwt", "expired"),
         }
         assert set(labels) == set(COUNTERS), "a new counter: give it labels here"
         for name, values in labels.items():

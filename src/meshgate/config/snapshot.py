@@ -132,6 +132,7 @@ class CompiledRule:
     timeout_request: float | None = None  # seconds; timeouts.request
     timeout_backend: float | None = None  # seconds; timeouts.backendRequest
     retry: RetryPolicy | None = None
+    security: str | None = None  # "ns/name" of the SecurityPolicy in front of the rule
     # "namespace/name" of the BackendTrafficPolicy applied to the rule, if any.
     policy: str | None = None
     # Derived once here so the engine never inspects filters per request.
@@ -180,6 +181,7 @@ class CompiledRule:
                 "backoff": self.retry.backoff,
             },
             "policy": self.policy,
+            "security": self.security,
         }
 
 
@@ -334,6 +336,9 @@ class Snapshot:
     limits: Limits = field(default_factory=Limits)
     # JSON-able view of the inputs and the compiled tables, for /config_dump.
     dump: dict[str, Any] = field(default_factory=dict)
+    # Background services the snapshot's filters need (JWKS refreshers, ...), each
+    # with ``async start()`` and ``stop()``; see filters/base.py.
+    services: tuple = ()
     # (port, host) -> (listener, table): the two most-specific-host lookups memoized,
     # bounded so that clients inventing Host values cannot grow it.
     route_cache: dict = field(default_factory=dict, compare=False, repr=False)

@@ -8,6 +8,15 @@ calls only those on the request path. A hook may be a plain function or ``async`
   request without going upstream (a redirect, a preflight, a denial).
 - ``on_response(ctx, head)``: change the response head (status, fields) before it is
   sent downstream. Runs for upstream responses and for local replies made after routing.
+
+A filter that needs background work (a JWKS refresher, a cache sweeper) returns it from
+``services()``: objects with ``async start()`` and ``stop()``. The engine starts the
+services of a new snapshot before it takes traffic (``start()`` is awaited, bounded, so
+keys are loaded before the gateway reports ready) and stops those a reload drops.
+Services are compared by identity: a filter that keeps a service across reloads (from
+a registry keyed by its config) keeps its state. ``start()`` should launch its
+background task first and then await its first load with a deadline of its own; if
+the engine stops waiting, the background task goes on.
 """
 
 from __future__ import annotations
@@ -29,6 +38,10 @@ class Filter:
 
     def on_response(self, ctx: RequestContext, head: ResponseHead) -> None:  # noqa: ARG002
         return None
+
+    def services(self) -> tuple:
+        """Background work this filter needs running (see the module docstring)."""
+        return ()
 
     def describe(self) -> dict:
         """A JSON-able description for /config_dump."""

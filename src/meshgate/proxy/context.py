@@ -71,6 +71,9 @@ class RequestContext:
         "flag",
         "vars",
         "trace",
+        "consumer",
+        "claims",
+        "tls",
     )
 
     def __init__(
@@ -119,6 +122,11 @@ class RequestContext:
         self.flag = ""  # response flag for the access log
         self.vars: dict[str, Any] | None = None  # free space for filters (claims, ...)
         self.trace: Any = None  # telemetry.tracing.RequestTrace when tracing is on
+        # Set by authentication filters, read by later ones (authorization, rate limits,
+        # headers) and by logs and metrics.
+        self.consumer: str | None = None  # who is calling: a Consumer name or client id
+        self.claims: dict[str, Any] | None = None  # verified JWT / introspection claims
+        self.tls: Any = None  # the client's TLS session facts (SNI, peer certificate)
 
     def target(self) -> str:
         """The request-target to send upstream: rewritten or normalized path + query."""

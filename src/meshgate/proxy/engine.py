@@ -21,10 +21,14 @@ from meshgate.proxy.context import RequestContext
 from meshgate.proxy.errors import ProxyError
 from meshgate.proxy.exchange import Exchange
 from meshgate.telemetry.access_log import AccessLog
+from meshgate.filters.security.base import sync_auth_failures
 from meshgate.telemetry.metrics import Metrics
 from meshgate.upstream.registry import UpstreamRegistry
 
 log = logging.getLogger("meshgate.engine")
+
+# How long a new snapshot's background services (JWKS fetches, ...) may take to start.
+SERVICE_START_TIMEOUT = 10.0
 
 
 class Engine:
@@ -44,6 +48,8 @@ class Engine:
         self.metrics = Metrics()
         self.upstreams.metrics = self.metrics
         self.metrics.collectors.append(self.upstreams.sync_counters)
+        synced_auth: dict = {}
+        self.metrics.collectors.append(lambda m: sync_auth_failures(m, synced_auth))
         self.servers: dict[int, asyncio.base_events.Server] = {}
         self.connections: set[ServerProtocol] = set()
         self.draining = False
@@ -68,14 +74,40 @@ class Engine:
             for server in new_servers.values():
                 server.close()
             raise
+        await self._start_services(snapshot)
         self.limits = snapshot.limits
         self.upstreams.apply(snapshot.clusters, snapshot.limits)
+        previous = self.snapshot
         self.snapshot = snapshot
+        if previous is not None:
+            kept = {id(s) for s in snapshot.services}
+            for service in previous.services:
+                if id(service) not in kept:
+                    service.stop()
         self.servers.update(new_servers)
         for port in sorted(set(self.servers) - wanted):
             self.servers.pop(port).close()
         if self._sweeper is None:
             self._schedule_sweep()
+
+    async def _start_services(self, snapshot: Snapshot) -> None:
+        """Start what the new snapshot's filters need before it takes traffic, bounded:
+        a service that cannot start in time (a JWKS endpoint down) keeps trying in the
+        background and its filter answers as its policy says meanwhile."""
+        running = {id(s) for s in self.snapshot.services} if self.snapshot is not None else set()
+        starting = [s.start() for s in snapshot.services if id(s) not in running]
+        if not starting:
+            return
+        try:
+            done = await asyncio.wait_for(
+                asyncio.gather(*starting, return_exceptions=True), SERVICE_START_TIMEOUT
+            )
+        except TimeoutError:
+            log.warning("background services still starting after %.0fs", SERVICE_START_TIMEOUT)
+            return
+        for result in done:
+            if isinstance(result, Exception):
+                log.warning("a background service failed to start: %s", result)
 
     async def _listen(self, port: int) -> asyncio.base_events.Server:
         def factory() -> ServerProtocol:
@@ -216,6 +248,9 @@ class Engine:
             self._sweeper.cancel()
             self._sweeper = None
         self.upstreams.stop()
+        if self.snapshot is not None:
+            for service in self.snapshot.services:
+                service.stop()
         if self.access_log is not None:
             self.access_log.close()
         if self.tracing is not None:

@@ -40,6 +40,7 @@ FIELDS = (
     "gateway",
     "route",
     "rule",
+    "consumer",
 )
 FORMATS = ("json", "text")
 
@@ -99,6 +100,7 @@ class AccessLog:
             "gateway": ctx.gateway or None,
             "route": rule.route if rule is not None else None,
             "rule": rule.name if rule is not None and rule.name else None,
+            "consumer": ctx.consumer,
         }
         self._write(record)
 

@@ -56,6 +56,11 @@ COUNTERS = {
         "Active health checks by cluster and result (success, failure).",
         ("cluster", "result"),
     ),
+    "meshgate_auth_failures_total": (
+        "Requests refused by authentication or authorization, by method (jwt, api_key, "
+        "basic_auth, ext_auth, oauth2_introspection, authorization) and reason.",
+        ("method", "reason"),
+    ),
     "meshgate_local_replies_total": (
         "Responses the proxy made itself (no route, invalid backend, redirects, "
         "preflights, errors), by response flag (empty for filter replies).",

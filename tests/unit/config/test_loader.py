@@ -179,7 +179,7 @@ def test_kinds_meshgate_does_not_serve_are_skipped_with_one_warning_each():
         spec: {}
         ---
         apiVersion: gateway.envoyproxy.io/v1alpha1
-        kind: SecurityPolicy
+        kind: ClientTrafficPolicy
         metadata: {name: p}
         spec: {}
         """
@@ -190,7 +190,7 @@ def test_kinds_meshgate_does_not_serve_are_skipped_with_one_warning_each():
         'f.yaml:1: skipping apps/v1 Deployment "api": meshgate does not serve this kind',
         'f.yaml:2: skipping gateway.networking.k8s.io/v1 GatewayClass "meshgate": meshgate does not serve this kind',
         'f.yaml:3: skipping gateway.networking.k8s.io/v1 GRPCRoute "g": not supported yet',
-        'f.yaml:4: skipping gateway.envoyproxy.io/v1alpha1 SecurityPolicy "p": not supported yet',
+        'f.yaml:4: skipping gateway.envoyproxy.io/v1alpha1 ClientTrafficPolicy "p": not supported yet',
     ]
 
 

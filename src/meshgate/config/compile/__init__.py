@@ -3,7 +3,8 @@
 ``compile_snapshot(resources, gateways=...)`` is the one entry point. Steps, each in its
 own module: served Gateways and listeners (``listeners``), HTTPRoute rules, attachment
 and precedence-ordered tables (``routes``), backendRefs to clusters (``backends``),
-filters (``filters``), BackendTrafficPolicy attachment and mapping (``traffic``).
+filters (``filters``), policy attachment (``attachment``), BackendTrafficPolicy
+mapping (``traffic``), SecurityPolicy filters (``security``, through ``refs``).
 Everything that makes a config unservable is collected and raised together as
 ``ConfigInvalid``; what the Gateway API reports as a status condition (a parent that
 does not exist or does not allow the route, a backend that does not resolve, a policy
@@ -32,12 +33,13 @@ from meshgate.config.compile.listeners import (
 )
 from meshgate.config.compile.routes import (
     Attachment,
-    apply_traffic,
+    apply_policies,
     attach_route,
     build_listener_routes,
     compile_route,
     describe_listener_routes,
 )
+from meshgate.config.compile.security import SecurityPolicies
 from meshgate.config.compile.traffic import TrafficPolicies
 from meshgate.config.errors import ConfigInvalid
 from meshgate.config.snapshot import Snapshot
@@ -77,6 +79,7 @@ def compile_snapshot(
     resolver = BackendResolver(inputs)
     routes = [compile_route(res, resolver, errors) for res in inputs.of_kind("HTTPRoute")]
     traffic = TrafficPolicies(inputs)
+    security = SecurityPolicies(inputs, resolver, errors)
 
     route_dump: dict[str, Any] = {}
     by_listener: dict[str, list[Attachment]] = {lst.key: [] for lst in listeners}
@@ -84,7 +87,7 @@ def compile_snapshot(
     for route in routes:
         statuses, attachments = attach_route(route, listeners_by_gateway, defined, inputs)
         for att in attachments:
-            apply_traffic(att, traffic, resolver)
+            apply_policies(att, traffic, security, resolver)
             by_listener[att.listener.key].append(att)
             att.listener.attached_routes.add(route.key)
             used_clusters |= att.clusters()
@@ -115,7 +118,7 @@ def compile_snapshot(
             for g in served
         ],
         "routes": route_dump,
-        "policies": {"BackendTrafficPolicy": traffic.dump()},
+        "policies": {"BackendTrafficPolicy": traffic.dump(), "SecurityPolicy": security.dump()},
         "ports": {
             str(port): [describe_listener_routes(lr) for lr in compiled if lr.port == port]
             for port in ports
@@ -129,7 +132,27 @@ def compile_snapshot(
             for name, c in clusters.items()
         },
     }
-    return Snapshot(version=version, ports=ports, clusters=clusters, dump=dump)
+    return Snapshot(
+        version=version,
+        ports=ports,
+        clusters=clusters,
+        dump=dump,
+        services=_services(att for atts in by_listener.values() for att in atts),
+    )
+
+
+def _services(attachments: Iterable[Attachment]) -> tuple:
+    """The background services of every filter served, each once (see filters/base)."""
+    found: dict[int, Any] = {}
+    for att in attachments:
+        for rule, _ in att.rules:
+            filters = list(rule.filters)
+            for backend in rule.backends:
+                filters.extend(backend.filters)
+            for f in filters:
+                for service in f.services():
+                    found.setdefault(id(service), service)
+    return tuple(found.values())
 
 
 def snapshot_version(resources: Iterable[LoadedResource], gateways: set[str] | None) -> str:

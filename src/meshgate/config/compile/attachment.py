@@ -65,6 +65,7 @@ class PolicyIndex:
     kind = ""  # the policy kind, set by subclasses
 
     def __init__(self, inputs: Inputs) -> None:
+        self.inputs = inputs
         self._slots: dict[tuple[int, str, str, str | None], _Holder] = {}
         self._status: dict[str, dict[str, Any]] = {}
         policies = sorted(inputs.of_kind(self.kind), key=lambda r: (_age(r), r.namespace, r.name))

@@ -70,12 +70,19 @@ class BackendResolver:
     # --- ReferenceGrant ---------------------------------------------------------------
 
     def grant_allows(
-        self, from_ns: str, from_kind: str, to_ns: str, to_group: str, to_kind: str, to_name: str
+        self,
+        from_ns: str,
+        from_kind: str,
+        to_ns: str,
+        to_group: str,
+        to_kind: str,
+        to_name: str,
+        from_group: str = GATEWAY_GROUP,
     ) -> bool:
         for res in self.inputs.reference_grants(to_ns):
             spec = res.obj.spec
             from_ok = any(
-                (f.group or "") == GATEWAY_GROUP and f.kind == from_kind and f.namespace == from_ns
+                (f.group or "") == from_group and f.kind == from_kind and f.namespace == from_ns
                 for f in spec.from_
             )
             if not from_ok:

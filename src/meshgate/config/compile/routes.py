@@ -46,6 +46,7 @@ from meshgate.config.compile.listeners import (
     allows_namespace,
     effective_hostnames,
 )
+from meshgate.config.compile.security import CompiledSecurity, SecurityPolicies
 from meshgate.config.compile.traffic import CompiledTraffic, TrafficPolicies
 from meshgate.config.snapshot import (
     PATH_EXACT,
@@ -310,24 +311,42 @@ class Attachment:
         return used
 
 
-def apply_traffic(
-    att: Attachment, traffic: TrafficPolicies, resolver: BackendResolver
+def apply_policies(
+    att: Attachment,
+    traffic: TrafficPolicies,
+    security: SecurityPolicies,
+    resolver: BackendResolver,
 ) -> None:
-    """Fill ``att.rules``: each rule of the route with the BackendTrafficPolicy that is
-    effective for it on the attachment's listener."""
+    """Fill ``att.rules``: each rule of the route with the BackendTrafficPolicy and the
+    SecurityPolicy that are effective for it on the attachment's listener."""
     route = att.route
     att.rules = []
+    ns, _, name = route.key.partition("/")
+    gateway, listener = att.listener.gateway, att.listener.name
     for index, (rule, matches) in enumerate(route.rules):
-        ns, _, name = route.key.partition("/")
-        policy = traffic.for_rule(ns, name, rule.name, att.listener.gateway, att.listener.name)
-        if policy is None:
+        policy = traffic.for_rule(ns, name, rule.name, gateway, listener)
+        guard = security.for_rule(ns, name, rule.name, gateway, listener)
+        if policy is None and guard is None:
             att.rules.append((rule, matches))
             continue
-        variant = route.variants.get((index, policy.key))
+        key = (index, policy.key if policy else None, guard.key if guard else None)
+        variant = route.variants.get(key)
         if variant is None:
-            variant = _with_policy(route, index, rule, matches, policy, resolver)
-            route.variants[(index, policy.key)] = variant
+            variant = rule, matches
+            if guard is not None:
+                variant = _with_security(*variant, guard)
+            if policy is not None:
+                variant = _with_policy(route, index, *variant, policy, resolver)
+            route.variants[key] = variant
         att.rules.append(variant)
+
+
+def _with_security(
+    rule: CompiledRule, matches: tuple[CompiledMatch, ...], guard: CompiledSecurity
+) -> tuple[CompiledRule, tuple[CompiledMatch, ...]]:
+    """``rule`` behind the SecurityPolicy's filters (before the rule's own)."""
+    new_rule = replace(rule, filters=guard.filters + rule.filters, security=guard.key)
+    return new_rule, tuple(replace(m, rule=new_rule) for m in matches)
 
 
 def _with_policy(

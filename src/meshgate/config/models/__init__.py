@@ -18,6 +18,7 @@ from meshgate.config.models.meta import (
     parse_duration,
 )
 from meshgate.config.models.referencegrant import ReferenceGrant
+from meshgate.config.models.security_policy import SecurityPolicy
 from meshgate.config.models.traffic_policy import BackendTrafficPolicy
 
 Resource = (
@@ -29,7 +30,7 @@ Resource = (
     | HTTPRoute
     | ReferenceGrant
     | Backend
-    | BackendTrafficPolicy
+    | BackendTrafficPolicy | SecurityPolicy
 )
 
 MODELS: dict[tuple[str, str], type[ResourceBase]] = {
@@ -42,6 +43,7 @@ MODELS: dict[tuple[str, str], type[ResourceBase]] = {
     ("gateway.networking.k8s.io", "ReferenceGrant"): ReferenceGrant,
     ("gateway.envoyproxy.io", "Backend"): Backend,
     ("gateway.envoyproxy.io", "BackendTrafficPolicy"): BackendTrafficPolicy,
+    ("gateway.envoyproxy.io", "SecurityPolicy"): SecurityPolicy,
 }
 
 NOT_SUPPORTED_YET: frozenset[tuple[str, str]] = frozenset(
@@ -50,7 +52,6 @@ NOT_SUPPORTED_YET: frozenset[tuple[str, str]] = frozenset(
         ("gateway.networking.k8s.io", "TCPRoute"),
         ("gateway.networking.k8s.io", "TLSRoute"),
         ("gateway.networking.k8s.io", "BackendTLSPolicy"),
-        ("gateway.envoyproxy.io", "SecurityPolicy"),
         ("gateway.envoyproxy.io", "ClientTrafficPolicy"),
     }
 )
@@ -76,6 +77,7 @@ __all__ = [
     "Resource",
     "ResourceBase",
     "Secret",
+    "SecurityPolicy",
     "Service",
     "parse_duration",
     "supported_versions",

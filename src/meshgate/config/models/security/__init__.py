@@ -1,0 +1,1 @@
+"""Sub-models of SecurityPolicy, one module per section."""

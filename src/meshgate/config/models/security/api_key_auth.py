@@ -1,0 +1,9 @@
+"""SecurityPolicy `api_key_auth` section (gateway.envoyproxy.io/v1alpha1). Placeholder: being built."""
+
+from __future__ import annotations
+
+from meshgate.config.models.meta import Strict
+
+
+class APIKeyAuth(Strict):
+    """Not available yet: any content is rejected."""

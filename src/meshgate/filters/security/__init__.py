@@ -1,0 +1,1 @@
+"""Authentication and authorization filters (SecurityPolicy and meshgate's own kinds)."""

@@ -1,0 +1,10 @@
+"""SecurityPolicy `jwt`: placeholder, being built."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def build(spec: Any, refs: Any) -> tuple:
+    """The filters for this section of a SecurityPolicy (none yet)."""
+    return ()
