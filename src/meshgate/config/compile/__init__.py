@@ -39,7 +39,7 @@ from meshgate.config.compile.routes import (
     compile_route,
     describe_listener_routes,
 )
-from meshgate.config.compile.security import SecurityPolicies
+from meshgate.config.compile.security import SecurityGuards
 from meshgate.config.compile.traffic import TrafficPolicies
 from meshgate.config.errors import ConfigInvalid
 from meshgate.config.snapshot import Snapshot
@@ -79,7 +79,7 @@ def compile_snapshot(
     resolver = BackendResolver(inputs)
     routes = [compile_route(res, resolver, errors) for res in inputs.of_kind("HTTPRoute")]
     traffic = TrafficPolicies(inputs)
-    security = SecurityPolicies(inputs, resolver, errors)
+    security = SecurityGuards(inputs, resolver, errors)
 
     route_dump: dict[str, Any] = {}
     by_listener: dict[str, list[Attachment]] = {lst.key: [] for lst in listeners}
@@ -118,7 +118,7 @@ def compile_snapshot(
             for g in served
         ],
         "routes": route_dump,
-        "policies": {"BackendTrafficPolicy": traffic.dump(), "SecurityPolicy": security.dump()},
+        "policies": {"BackendTrafficPolicy": traffic.dump(), **security.dump()},
         "ports": {
             str(port): [describe_listener_routes(lr) for lr in compiled if lr.port == port]
             for port in ports

@@ -46,7 +46,7 @@ from meshgate.config.compile.listeners import (
     allows_namespace,
     effective_hostnames,
 )
-from meshgate.config.compile.security import CompiledSecurity, SecurityPolicies
+from meshgate.config.compile.security import CompiledSecurity, SecurityGuards
 from meshgate.config.compile.traffic import CompiledTraffic, TrafficPolicies
 from meshgate.config.snapshot import (
     PATH_EXACT,
@@ -314,7 +314,7 @@ class Attachment:
 def apply_policies(
     att: Attachment,
     traffic: TrafficPolicies,
-    security: SecurityPolicies,
+    security: SecurityGuards,
     resolver: BackendResolver,
 ) -> None:
     """Fill ``att.rules``: each rule of the route with the BackendTrafficPolicy and the

@@ -18,6 +18,7 @@ from meshgate.config.models.meta import (
     parse_duration,
 )
 from meshgate.config.models.referencegrant import ReferenceGrant
+from meshgate.config.models.introspection_policy import IntrospectionPolicy
 from meshgate.config.models.security_policy import SecurityPolicy
 from meshgate.config.models.traffic_policy import BackendTrafficPolicy
 
@@ -30,7 +31,7 @@ Resource = (
     | HTTPRoute
     | ReferenceGrant
     | Backend
-    | BackendTrafficPolicy | SecurityPolicy
+    | BackendTrafficPolicy | SecurityPolicy | IntrospectionPolicy
 )
 
 MODELS: dict[tuple[str, str], type[ResourceBase]] = {
@@ -44,6 +45,7 @@ MODELS: dict[tuple[str, str], type[ResourceBase]] = {
     ("gateway.envoyproxy.io", "Backend"): Backend,
     ("gateway.envoyproxy.io", "BackendTrafficPolicy"): BackendTrafficPolicy,
     ("gateway.envoyproxy.io", "SecurityPolicy"): SecurityPolicy,
+    ("meshgate.dev", "IntrospectionPolicy"): IntrospectionPolicy,
 }
 
 NOT_SUPPORTED_YET: frozenset[tuple[str, str]] = frozenset(
@@ -71,6 +73,7 @@ __all__ = [
     "FieldError",
     "Gateway",
     "HTTPRoute",
+    "IntrospectionPolicy",
     "Metadata",
     "Namespace",
     "ReferenceGrant",
