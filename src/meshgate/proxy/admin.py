@@ -159,8 +159,15 @@ class AdminServer:
             "version": snap.version if snap is not None else None,
             "workers": answered,
             "requests": [
-                {"route": route, "code": code, "gateway": gateway, "listener": listener, "count": n}
-                for (route, code, gateway, listener), n in sorted(total.requests.items())
+                {
+                    "route": route,
+                    "code": code,
+                    "gateway": gateway,
+                    "listener": listener,
+                    "consumer": consumer,
+                    "count": n,
+                }
+                for (route, code, gateway, listener, consumer), n in sorted(total.requests.items())
             ],
             "routes": {route: total.route_summary(route) for route in sorted(total.durations)},
             "counters": [

@@ -193,6 +193,7 @@ class Engine:
             exchange.bytes_sent,
             ctx.gateway,
             ctx.listener,
+            ctx.consumer or "",
         )
         backend = ctx.backend
         if exchange.upstream_attempts:

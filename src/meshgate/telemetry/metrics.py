@@ -72,7 +72,8 @@ COUNTERS = {
 class Metrics:
     def __init__(self) -> None:
         # (route, status, gateway "ns/name", listener name) -> count
-        self.requests: dict[tuple[str, int, str, str], int] = {}
+        # (route, status, gateway, listener, consumer) -> count
+        self.requests: dict[tuple[str, int, str, str, str], int] = {}
         # route -> [bucket counts..., over, sum, count, request bytes, response bytes]
         self.durations: dict[str, list] = {}
         self.counters: dict[tuple[str, tuple], float] = {}
@@ -86,8 +87,10 @@ class Metrics:
         key = (name, labels)
         self.counters[key] = self.counters.get(key, 0) + n
 
-    def count_request(self, route: str, status: int, gateway: str = "", listener: str = "") -> None:
-        key = (route, status, gateway, listener)
+    def count_request(
+        self, route: str, status: int, gateway: str = "", listener: str = "", consumer: str = ""
+    ) -> None:
+        key = (route, status, gateway, listener, consumer)
         self.requests[key] = self.requests.get(key, 0) + 1
 
     def observe(
@@ -99,8 +102,9 @@ class Metrics:
         bytes_out: int = 0,
         gateway: str = "",
         listener: str = "",
+        consumer: str = "",
     ) -> None:
-        key = (route, status, gateway, listener)
+        key = (route, status, gateway, listener, consumer)
         self.requests[key] = self.requests.get(key, 0) + 1
         h = self.durations.get(route)
         if h is None:
@@ -125,8 +129,8 @@ class Metrics:
 
     def absorb(self, state: dict) -> None:
         """Add another worker's ``state()`` into this one."""
-        for route, code, gateway, listener, n in state["requests"]:
-            key = (route, int(code), gateway, listener)
+        for route, code, gateway, listener, consumer, n in state["requests"]:
+            key = (route, int(code), gateway, listener, consumer)
             self.requests[key] = self.requests.get(key, 0) + n
         for route, h in state["durations"].items():
             mine = self.durations.get(route)
@@ -164,14 +168,14 @@ class Metrics:
     def render(self, extra: list[str] | None = None) -> str:
         self.collect()
         lines = [
-            "# HELP meshgate_http_requests_total Requests answered, by route and status.",
+            "# HELP meshgate_http_requests_total Requests answered, by route, status and consumer.",
             "# TYPE meshgate_http_requests_total counter",
         ]
-        for (route, status, gateway, listener), n in sorted(self.requests.items()):
+        for (route, status, gateway, listener, consumer), n in sorted(self.requests.items()):
             lines.append(
                 f'meshgate_http_requests_total{{route="{_esc(route)}",code="{status}",'
                 f'code_class="{status // 100}xx",gateway="{_esc(gateway)}",'
-                f'listener="{_esc(listener)}"}} {n}'
+                f'listener="{_esc(listener)}",consumer="{_esc(consumer)}"}} {n}'
             )
         lines += [
             "# HELP meshgate_http_request_duration_seconds Time from request head to response end.",

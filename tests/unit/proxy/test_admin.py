@@ -101,13 +101,18 @@ async def test_clusters_lists_endpoints_with_pool_counters(admin, engine):
 
 async def test_metrics_is_prometheus_text(admin, engine):
     engine.metrics.observe("default/r", 200, 0.02, gateway="default/gw", listener="http")
+    engine.metrics.observe("default/r", 200, 0.02, gateway="default/gw", listener="http", consumer="acme")
     status_code, body, ctype = admin.handle("GET", "/metrics")
     assert status_code == 200
     assert ctype.startswith("text/plain; version=0.0.4")
     text = body.decode()
     assert (
         'meshgate_http_requests_total{route="default/r",code="200",code_class="2xx",'
-        'gateway="default/gw",listener="http"} 1'
+        'gateway="default/gw",listener="http",consumer=""} 1'
+    ) in text.splitlines()
+    assert (
+        'meshgate_http_requests_total{route="default/r",code="200",code_class="2xx",'
+        'gateway="default/gw",listener="http",consumer="acme"} 1'
     ) in text.splitlines()
 
 
