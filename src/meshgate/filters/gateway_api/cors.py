@@ -1,9 +1,13 @@
-"""CORS (HTTPCORSFilter): answers preflights and marks allowed cross-origin responses.
+"""CORS: answers preflights and marks allowed cross-origin responses. One engine for
+both front-ends: the HTTPRoute ``CORS`` filter (HTTPCORSFilter) and SecurityPolicy
+``cors`` (``filters/security/cors.py``).
 
-- A preflight (OPTIONS with ``Origin`` and ``Access-Control-Request-Method``) is
-  answered here, 200, never sent upstream. From an allowed origin the reply carries the
-  Access-Control-* fields; from any other origin it carries none, which the browser
-  reads as a denial (the spec allows this or a 403).
+- A preflight (OPTIONS with ``Origin`` and ``Access-Control-Request-Method``) from an
+  allowed origin is answered here, 200, never sent upstream, with the
+  Access-Control-* fields. From any other origin the HTTPRoute filter answers 200 with
+  none of them, which the browser reads as a denial (the spec allows this or a 403);
+  SecurityPolicy ``cors`` passes it on instead (``forward_disallowed_preflight``), as
+  Envoy's CORS filter does.
 - Any other request from an allowed origin gets Access-Control-Allow-Origin,
   -Expose-Headers and -Allow-Credentials on its response, and ``Vary: Origin``.
 
@@ -15,8 +19,12 @@ credentials; with credentials the browser would read it literally, so the reques
 method / headers are echoed instead (HTTPCORSFilter field docs).
 
 Origins match on scheme, host and port, with the scheme's default port assumed when
-none is written; ``*`` in a host matches any run of characters (any number of labels)
-to its left, and ``*`` alone matches every origin.
+none is written; ``*`` in a host matches a run of host characters (letters, digits,
+``-``, ``_``, ``.``: any number of labels), never ``/``, ``:``, ``?``, ``#`` or ``@``,
+so ``https://*.example.com`` cannot be satisfied by
+``https://attacker.net?x=.example.com``; a port ``*`` matches any port (or none); a
+host ``*`` alone matches any host, IPv6 literals included; and ``*`` alone matches
+every origin.
 """
 
 from __future__ import annotations
@@ -32,17 +40,26 @@ if TYPE_CHECKING:
     from meshgate.proxy.context import RequestContext, ResponseHead
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+ANY_PORT = -1  # a port written as "*"
+
+# What a "*" in a host may stand for: host characters only (see the module docstring).
+_HOST_RUN = "[a-z0-9_.-]+"
+_ANY_HOST = r"(?:[a-z0-9_.-]+|\[[0-9a-f:.]+\])"
 
 
 def _split_origin(origin: str) -> tuple[str, str, int | None]:
-    """("https", "*.example.com", None) from "https://*.example.com"; lowercase input."""
+    """("https", "*.example.com", None) from "https://*.example.com"; lowercase input.
+    The port is ``ANY_PORT`` when written as ``*``."""
     scheme, sep, rest = origin.partition("://")
     if not sep:
         scheme, rest = "", origin
     rest = rest.rstrip("/")
     host, colon, port = rest.rpartition(":")
-    if colon and port.isdigit() and not host.endswith(":"):
-        return scheme, host, int(port)
+    if colon and not host.endswith(":"):
+        if port.isdigit():
+            return scheme, host, int(port)
+        if port == "*":
+            return scheme, host, ANY_PORT
     return scheme, rest, None
 
 
@@ -63,10 +80,15 @@ def _exact_forms(scheme: str, host: str, port: int | None) -> list[str]:
 
 def _wildcard_regex(scheme: str, host: str, port: int | None) -> str:
     scheme_re = re.escape(scheme) if scheme else "https?"
-    # "*" takes any run of host characters, dots included: any number of labels.
-    host_re = "[^/:]*".join(re.escape(part) for part in host.split("*"))
+    if host == "*":
+        host_re = _ANY_HOST
+    else:
+        # "*" takes a run of host characters, dots included: any number of labels.
+        host_re = _HOST_RUN.join(re.escape(part) for part in host.split("*"))
     default = _DEFAULT_PORTS.get(scheme)
-    if port is not None and port != default:
+    if port == ANY_PORT:
+        port_re = "(?::[0-9]{1,5})?"
+    elif port is not None and port != default:
         port_re = ":" + str(port)
     elif default is not None:
         port_re = f"(?::{default})?"
@@ -92,6 +114,7 @@ class CORS(Filter):
         "_headers_wild",
         "_expose",
         "_preflight_tail",
+        "_forward_disallowed",
     )
     name = "CORS"
 
@@ -103,7 +126,9 @@ class CORS(Filter):
         expose_headers: list[str],
         max_age: int,
         allow_credentials: bool,
+        forward_disallowed_preflight: bool = False,
     ) -> None:
+        self._forward_disallowed = forward_disallowed_preflight
         self._config = {
             "allowOrigins": list(allow_origins),
             "allowMethods": list(allow_methods),
@@ -119,7 +144,7 @@ class CORS(Filter):
             if o == "*":
                 continue
             scheme, host, port = _split_origin(o.lower())
-            if "*" in host:
+            if "*" in host or port == ANY_PORT:
                 wild.append(_wildcard_regex(scheme, host, port))
             else:
                 exact.update(_exact_forms(scheme, host, port))
@@ -168,6 +193,8 @@ class CORS(Filter):
         if requested_method is None:
             return None  # a plain OPTIONS request: the upstream answers it
         if not self.allows(origin):
+            if self._forward_disallowed:
+                return None
             return LocalReply(200, [("content-length", "0")])
 
         fields = [("access-control-allow-origin", origin)]
