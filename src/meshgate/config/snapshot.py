@@ -45,6 +45,31 @@ def hooks_of(filters: tuple) -> tuple[tuple, tuple]:
     return req, resp
 
 
+def body_hooks_of(filters: tuple) -> tuple[tuple, tuple, int]:
+    """(request body hooks, response body hooks, the smallest ``body_limit`` of their
+    filters) of ``filters``, as (bound method, is_async) pairs in filter order."""
+    import inspect
+
+    from meshgate.filters.base import overrides
+
+    req = tuple(
+        (f.on_request_body, inspect.iscoroutinefunction(f.on_request_body))
+        for f in filters
+        if overrides(f, "on_request_body")
+    )
+    resp = tuple(
+        (f.on_response_body, inspect.iscoroutinefunction(f.on_response_body))
+        for f in filters
+        if overrides(f, "on_response_body")
+    )
+    limits = [
+        f.body_limit
+        for f in filters
+        if overrides(f, "on_request_body") or overrides(f, "on_response_body")
+    ]
+    return req, resp, min(limits) if limits else 0
+
+
 PATH_EXACT = 0
 PATH_PREFIX = 1
 PATH_REGEX = 2
@@ -138,15 +163,22 @@ class CompiledRule:
     # Derived once here so the engine never inspects filters per request.
     request_hooks: tuple = field(init=False, repr=False, compare=False)
     response_hooks: tuple = field(init=False, repr=False, compare=False)
+    request_body_hooks: tuple = field(init=False, repr=False, compare=False)
+    response_body_hooks: tuple = field(init=False, repr=False, compare=False)
+    body_limit: int = field(init=False, repr=False, compare=False)
 
     # True when the rule needs the request coroutine (timeouts, retries, async
-    # filters); otherwise the engine runs the exchange in socket callbacks.
+    # filters, body hooks); otherwise the engine runs the exchange in socket callbacks.
     needs_task: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         req, resp = hooks_of(self.filters)
         object.__setattr__(self, "request_hooks", req)
         object.__setattr__(self, "response_hooks", resp)
+        req_body, resp_body, limit = body_hooks_of(self.filters)
+        object.__setattr__(self, "request_body_hooks", req_body)
+        object.__setattr__(self, "response_body_hooks", resp_body)
+        object.__setattr__(self, "body_limit", limit)
         hooks = req + resp + tuple(h for b in self.backends for h in b.request_hooks + b.response_hooks)
         object.__setattr__(
             self,
@@ -154,6 +186,7 @@ class CompiledRule:
             self.timeout_request is not None
             or self.timeout_backend is not None
             or self.retry is not None
+            or bool(req_body or resp_body)
             or any(is_async for _, is_async in hooks),
         )
 

@@ -8,6 +8,15 @@ calls only those on the request path. A hook may be a plain function or ``async`
   request without going upstream (a redirect, a preflight, a denial).
 - ``on_response(ctx, head)``: change the response head (status, fields) before it is
   sent downstream. Runs for upstream responses and for local replies made after routing.
+- ``on_request_body(ctx, body)``: the whole request body, read before anything goes
+  upstream (up to ``body_limit`` bytes; a larger body gets 413). Return ``None`` to
+  send it as is, ``bytes`` to send those instead, or a ``LocalReply`` to answer.
+- ``on_response_body(ctx, head, body)``: the whole upstream response body (up to
+  ``body_limit``; a larger one gets 502) before anything is sent downstream, with its
+  head; return ``None`` to keep it or ``bytes`` to send those instead. The head's
+  fields may be changed; framing (Content-Length) is the engine's.
+
+A rule whose filters have a body hook buffers bodies; every other rule streams them.
 
 A filter that needs background work (a JWKS refresher, a cache sweeper) returns it from
 ``services()``: objects with ``async start()`` and ``stop()``. The engine starts the
@@ -37,6 +46,15 @@ class Filter:
         return None
 
     def on_response(self, ctx: RequestContext, head: ResponseHead) -> None:  # noqa: ARG002
+        return None
+
+    #: the largest body a body hook of this filter buffers, in bytes
+    body_limit = 1024 * 1024
+
+    def on_request_body(self, ctx: RequestContext, body: bytes) -> LocalReply | bytes | None:  # noqa: ARG002
+        return None
+
+    def on_response_body(self, ctx: RequestContext, head: ResponseHead, body: bytes) -> bytes | None:  # noqa: ARG002
         return None
 
     def services(self) -> tuple:

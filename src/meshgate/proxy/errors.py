@@ -101,6 +101,15 @@ class UpstreamTimeout(ProxyError):
     detail = "upstream request timeout"
 
 
+class ResponseBodyTooLarge(ProxyError):
+    """A response filter needed the whole body and it was larger than its limit."""
+
+    status = 502
+    flag = "UPE"
+    source = "upstream"
+    detail = "upstream response body too large for the response filters"
+
+
 class RequestTimeout(ProxyError):
     """timeouts.request elapsed: the whole request, all attempts included."""
 

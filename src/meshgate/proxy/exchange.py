@@ -31,13 +31,14 @@ from meshgate.proxy.errors import (
     NoRoute,
     PayloadTooLarge,
     ProxyError,
+    ResponseBodyTooLarge,
     UpstreamProtocolError,
     UpstreamReset,
     local_reply_for,
     reason_phrase,
 )
 from meshgate.proxy.heads import decode_fields, response_fields, upstream_request_head
-from meshgate.proxy.retrying import _WAIT_END, _WAIT_HEAD, _WAIT_NONE, CoroutinePath
+from meshgate.proxy.retrying import _WAIT_BODY, _WAIT_END, _WAIT_HEAD, _WAIT_NONE, CoroutinePath
 
 if TYPE_CHECKING:
     from meshgate.config.snapshot import Snapshot
@@ -97,6 +98,7 @@ class Exchange(CoroutinePath):
         "attempt_span",
         "cluster",
         "host",
+        "buffer_limit",
     )
 
     def __init__(
@@ -145,6 +147,8 @@ class Exchange(CoroutinePath):
         self.attempt_span = None  # tracing: the CLIENT span of the attempt in progress
         self.cluster = None  # the ClusterRuntime this request counts against
         self.host = None  # the Host of the current (or last) attempt
+        # Body hooks: the whole body is being buffered, up to this many bytes (0: not).
+        self.buffer_limit = 0
 
     # -- downstream events (from ServerProtocol) -----------------------------------
 
@@ -261,11 +265,20 @@ class Exchange(CoroutinePath):
             return  # answered already; the rest of the body is read and dropped
         self.body_buf.append(data)
         self.body_buf_len += len(data)
+        if self.buffer_limit:
+            # A body hook wants the whole body: keep reading, up to its limit.
+            if self.body_buf_len > self.buffer_limit and not self.fail_now(PayloadTooLarge()):
+                self.proto.abort()
+            return
         if self.body_buf_len > _BODY_HIGH_WATER:
             self.proto.pause_reading("body")
 
     def on_request_end(self) -> None:
         self.body_done = True
+        if self.waiting == _WAIT_BODY:
+            self.waiting = _WAIT_NONE
+            self.waiter.set_result(None)  # type: ignore[union-attr]
+            return
         conn = self.conn
         if conn is not None and self.req_chunked:
             conn.write(b"0\r\n\r\n")
@@ -322,12 +335,18 @@ class Exchange(CoroutinePath):
             self.bytes_sent += len(data)
         else:
             self.pending_body.append(data)
+            if self.buffer_limit and self.waiting == _WAIT_END:
+                if sum(len(b) for b in self.pending_body) > self.buffer_limit:
+                    self._upstream_failed(ResponseBodyTooLarge())
 
     def on_upstream_complete(self, keep_alive: bool) -> None:
         self.upstream_complete = True
         self.resp_keep_alive = keep_alive
         if self.streaming:
             self._end_streamed_response()
+        elif self.waiting == _WAIT_END:  # body hooks wanted the whole response
+            self.waiting = _WAIT_NONE
+            self.waiter.set_result(None)  # type: ignore[union-attr]
 
     def flush_response(self) -> None:
         out = self.out
@@ -349,6 +368,12 @@ class Exchange(CoroutinePath):
             self._end_streamed_response()
             self.flush_response()
             return
+        if self.waiting == _WAIT_END and not self.streaming:
+            _, _, has_length, chunked = response_fields(self.resp_head)
+            if not has_length and not chunked:
+                # Buffering for body hooks, and the body ends with the connection.
+                self.on_upstream_complete(False)
+                return
         self._local_failure()
         self._upstream_failed(UpstreamReset())
 
@@ -500,20 +525,30 @@ class Exchange(CoroutinePath):
         self.upstream = conn.pool.endpoint
         conn.send(self, data, self.ctx.method == "HEAD")
 
-    def _send_upstream_head(self, flush: bool = True) -> None:
-        """Response filters, then the head (and whatever body is already here) downstream."""
+    def response_head(self) -> ResponseHead:
+        """The upstream response head, decoded (hop-by-hop fields already dropped)."""
+        status_line, fields, _, _ = response_fields(self.resp_head)
+        return ResponseHead(
+            self.resp_status, status_line[13:].decode("latin-1"), Headers(decode_fields(fields))
+        )
+
+    def _send_upstream_head(self, flush: bool = True, head: ResponseHead | None = None) -> None:
+        """Response filters, then the head (and whatever body is already here) downstream.
+        ``head``: the head as body hooks left it, with the whole body in ``pending_body``."""
         ctx = self.ctx
         status = self.resp_status
         status_line, fields, has_length, chunked_upstream = response_fields(self.resp_head)
         rule = ctx.rule
         backend = ctx.backend
         if (
-            rule.response_hooks  # type: ignore[union-attr]
+            head is not None
+            or rule.response_hooks  # type: ignore[union-attr]
             or (backend is not None and backend.response_hooks)
             or ctx.response_headers_to_add
         ):
             reason = status_line[13:].decode("latin-1")
-            head = ResponseHead(status, reason, Headers(decode_fields(fields)))
+            if head is None:
+                head = ResponseHead(status, reason, Headers(decode_fields(fields)))
             self._run_response_hooks(head)
             if head.status != status or head.reason != reason:
                 status = head.status

@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING
 
 from meshgate.proxy.errors import (
     DownstreamDisconnected,
+    PayloadTooLarge,
     ProxyError,
+    ResponseBodyTooLarge,
     RequestTimeout,
     UpstreamTimeout,
 )
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
 _WAIT_NONE = 0
 _WAIT_HEAD = 1
 _WAIT_END = 2
+_WAIT_BODY = 3  # the whole request body, for body hooks
 
 
 class CoroutinePath:
@@ -44,6 +47,8 @@ class CoroutinePath:
         error: ProxyError | None = None
         try:
             reply = await self.apply_request_filters()
+            if reply is None and ctx.rule.request_body_hooks:  # type: ignore[union-attr]
+                reply = await self.apply_request_body_hooks()
             if reply is None:
                 rule = ctx.rule
                 if rule.timeout_request is not None:  # type: ignore[union-attr]
@@ -84,6 +89,61 @@ class CoroutinePath:
         self._before_upstream()
         return None
 
+
+    async def apply_request_body_hooks(self) -> LocalReply | None:
+        """Read the whole request body (up to the rule's limit; over it: 413), give it to
+        the body hooks, and send what they leave."""
+        from meshgate.proxy.context import LocalReply
+
+        ctx = self.ctx
+        rule = ctx.rule
+        self.buffer_limit = rule.body_limit  # type: ignore[union-attr]
+        if self.body_buf_len > self.buffer_limit:
+            raise PayloadTooLarge()
+        self.proto.resume_reading("body")
+        if not self.body_done:
+            self.waiter = self.engine.loop.create_future()
+            self.waiting = _WAIT_BODY
+            await self.waiter
+        self.buffer_limit = 0
+        body = b"".join(self.body_buf)
+        for hook, is_async in rule.request_body_hooks:  # type: ignore[union-attr]
+            result = await hook(ctx, body) if is_async else hook(ctx, body)
+            if isinstance(result, LocalReply):
+                return result
+            if result is not None:
+                body = result
+        # The body goes upstream whole, framed with its (new) length.
+        self.body_buf = [body] if body else []
+        self.body_buf_len = len(body)
+        self.req_chunked = False
+        self.req_length = len(body)
+        self.replay = [body] if body else []
+        return None
+
+    async def _apply_response_body_hooks(self) -> None:
+        """Wait for the whole response body (up to the rule's limit), give it to the body
+        hooks with its head, and send the result downstream."""
+        ctx = self.ctx
+        rule = ctx.rule
+        if not self.upstream_complete:
+            self.buffer_limit = rule.body_limit  # type: ignore[union-attr]
+            self.waiter = self.engine.loop.create_future()
+            self.waiting = _WAIT_END
+            await self.waiter
+            self.buffer_limit = 0
+        body = b"".join(self.pending_body)
+        if len(body) > rule.body_limit:  # type: ignore[union-attr]
+            raise ResponseBodyTooLarge()
+        head = self.response_head()
+        for hook, is_async in rule.response_body_hooks:  # type: ignore[union-attr]
+            result = await hook(ctx, head, body) if is_async else hook(ctx, head, body)
+            if result is not None:
+                body = result
+        head.headers.remove("transfer-encoding")
+        head.headers.set("content-length", str(len(body)))
+        self.pending_body = [body] if body else []
+        self._send_upstream_head(head=head)  # complete: it also ends the attempt
 
     # -- upstream ------------------------------------------------------------------
 
@@ -182,12 +242,19 @@ class CoroutinePath:
             and self.cluster.begin_retry()  # budget and parallel-retry limit permitting
         ):
             return status
+        if self.ctx.rule.response_body_hooks and _has_body(self.ctx.method, status):  # type: ignore[union-attr]
+            await self._apply_response_body_hooks()
+            return None
         self._send_upstream_head()
         if not self.upstream_complete:
             self.waiter = loop.create_future()
             self.waiting = _WAIT_END
             await self.waiter
         return None
+
+
+def _has_body(method: str, status: int) -> bool:
+    return method != "HEAD" and status >= 200 and status not in (204, 304)
 
 
 def _covers(retry: RetryPolicy, retry_on: str) -> bool:
