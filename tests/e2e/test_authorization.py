@@ -17,7 +17,15 @@ import re
 
 import httpx
 import pytest
-from harness import EchoServer, Gateway, free_port, gateway_doc, prefix_rule, route_doc, service_docs
+from harness import (
+    EchoServer,
+    Gateway,
+    free_port,
+    gateway_doc,
+    prefix_rule,
+    route_doc,
+    service_docs,
+)
 
 GROUP = "gateway.networking.k8s.io"
 APP = "https://app.example.com"
@@ -86,7 +94,7 @@ def denied_count(gw: Gateway) -> float:
     m = re.search(
         r'^meshgate_auth_failures_total\{method="authorization",reason="denied"\} ([0-9.e+]+)$',
         text,
-        re.M,
+        re.MULTILINE,
     )
     return float(m.group(1)) if m else 0.0
 

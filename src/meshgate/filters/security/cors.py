@@ -21,13 +21,13 @@ if TYPE_CHECKING:
 
 def _origin(origin: str) -> str:
     """``scheme://*`` (no port) -> ``scheme://*:*``: any host on any port."""
-    scheme, sep, host = origin.partition("://")
+    _, sep, host = origin.partition("://")
     if sep and host == "*":
         return origin + ":*"
     return origin
 
 
-def build(spec: CORSConfig, refs: PolicyRefs) -> tuple[CORS, ...]:  # noqa: ARG001
+def build(spec: CORSConfig, refs: PolicyRefs) -> tuple[CORS, ...]:
     return (
         CORS(
             allow_origins=[_origin(o) for o in spec.allowOrigins or ()],

@@ -15,7 +15,11 @@ from meshgate.config.compile.lookup import find_match
 from meshgate.config.errors import ConfigInvalid
 from meshgate.config.loader import load_texts
 from meshgate.config.models.security.authorization import Authorization as Config
-from meshgate.filters.security.authorization import Authorization, CompiledRule, client_address
+from meshgate.filters.security.authorization import (
+    Authorization,
+    CompiledRule,
+    client_address,
+)
 from meshgate.filters.security.base import AUTH_FAILURES
 from meshgate.http.headers import Headers
 from meshgate.proxy.context import LocalReply, RequestContext

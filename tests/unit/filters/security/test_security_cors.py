@@ -182,7 +182,7 @@ def test_plain_options_without_request_method_goes_upstream():
 def test_star_origin_with_credentials_echoes_the_origin_never_star():
     f = cors(allowOrigins=["*"], allowMethods=["*"], allowHeaders=["*"], exposeHeaders=["*"],
              allowCredentials=True)
-    status, h = preflight(f, "https://a.test", "PATCH", "x-one, x-two")
+    _, h = preflight(f, "https://a.test", "PATCH", "x-one, x-two")
     assert h["access-control-allow-origin"] == "https://a.test"
     # A literal "*" means a method / header named "*" when credentials are allowed.
     assert h["access-control-allow-methods"] == "PATCH"
