@@ -104,7 +104,7 @@ class SecurityGuards:
     def __init__(self, inputs: Inputs, resolver: BackendResolver, errors: ErrorSink) -> None:
         from meshgate.filters.security.consumers import ConsumerIndex
 
-        consumers = ConsumerIndex(inputs)
+        consumers = ConsumerIndex(inputs, errors)
         self.policies = SecurityPolicies(inputs, resolver, errors, consumers)
         self.introspection = IntrospectionPolicies(inputs, resolver, errors, consumers)
         self._merged: dict[tuple[str, str], CompiledSecurity] = {}

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from meshgate.config.models.consumer import Consumer
 from meshgate.config.models.core import Namespace, Secret, Service
 from meshgate.config.models.discovery import EndpointSlice
 from meshgate.config.models.envoy import Backend
@@ -32,6 +33,7 @@ Resource = (
     | ReferenceGrant
     | Backend
     | BackendTrafficPolicy | SecurityPolicy | IntrospectionPolicy
+    | Consumer
 )
 
 MODELS: dict[tuple[str, str], type[ResourceBase]] = {
@@ -46,6 +48,7 @@ MODELS: dict[tuple[str, str], type[ResourceBase]] = {
     ("gateway.envoyproxy.io", "BackendTrafficPolicy"): BackendTrafficPolicy,
     ("gateway.envoyproxy.io", "SecurityPolicy"): SecurityPolicy,
     ("meshgate.dev", "IntrospectionPolicy"): IntrospectionPolicy,
+    ("meshgate.dev", "Consumer"): Consumer,
 }
 
 NOT_SUPPORTED_YET: frozenset[tuple[str, str]] = frozenset(
@@ -69,6 +72,7 @@ __all__ = [
     "NOT_SUPPORTED_YET",
     "Backend",
     "BackendTrafficPolicy",
+    "Consumer",
     "EndpointSlice",
     "FieldError",
     "Gateway",

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from meshgate.config.models.consumer import IdentityHeaderName
 from meshgate.config.models.meta import ResourceBase
 from meshgate.config.models.policy_common import TargetedSpec, not_supported
 from meshgate.config.models.security.api_key_auth import APIKeyAuth
@@ -36,6 +37,12 @@ class SecurityPolicySpec(TargetedSpec):
     jwt: JWT | None = Field(default=None, description="JSON Web Token authentication.")
     authorization: Authorization | None = Field(
         default=None, description="Allow / deny rules on client address, JWT claims, headers and consumer."
+    )
+    consumerHeader: IdentityHeaderName | None = Field(
+        default=None,
+        description="meshgate extension (not in Envoy Gateway): a request header set upstream to the "
+        "authenticated consumer (its Consumer name, else the API-key client id or basic-auth user). "
+        "A copy the client sent is always removed, also when no one was authenticated.",
     )
     oidc: Any = not_supported()
     targetSelectors: Any = not_supported()
