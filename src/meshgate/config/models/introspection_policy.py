@@ -56,8 +56,8 @@ class IntrospectionPolicySpec(TargetedSpec):
 
     endpoint: str = Field(
         description="URL of the introspection endpoint (RFC 7662 section 2): `https://...`, "
-        "verified with the system trust store. `http://` is accepted with a warning at "
-        "load time (tokens and client secret travel in clear): use it on loopback only.",
+        "verified with the system trust store. `http://` is accepted, with a warning at "
+        "load time unless the host is loopback (tokens and client secret travel in clear).",
     )
     clientCredentialsRef: SecretObjectReference | None = Field(
         default=None,

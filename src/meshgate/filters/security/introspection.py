@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import ipaddress
 import logging
 import time
 from collections import OrderedDict
@@ -321,7 +322,8 @@ class Introspection(Filter):
             have = set(scope.split()) if isinstance(scope, str) else set()
             if not have.issuperset(self._required):
                 challenge = f'Bearer error="insufficient_scope", scope="{" ".join(self._required)}"'
-                return deny(METHOD, "insufficient_scope", 403, [("www-authenticate", challenge)])
+                fields = [("www-authenticate", challenge), ("content-type", "text/plain")]
+                return deny(METHOD, "insufficient_scope", 403, fields, b"Forbidden")
         ctx.claims = claims
         if self._consumers is not None:
             consumer = self._consumers.by_claims(self._namespace, claims)
@@ -341,6 +343,15 @@ class Introspection(Filter):
 
     def describe(self) -> dict:
         return {"type": self.name, **self._config}
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def build(spec: IntrospectionPolicySpec, refs: PolicyRefs) -> tuple[Filter, ...]:
@@ -366,10 +377,11 @@ def build(spec: IntrospectionPolicySpec, refs: PolicyRefs) -> tuple[Filter, ...]
         except UnicodeDecodeError:
             refs.error(("clientCredentialsRef",), "client_id and client_secret must be UTF-8 text")
             return ()
-    if spec.endpoint.startswith("http://"):
+    url = urlsplit(spec.endpoint)
+    if url.scheme == "http" and not _is_loopback(url.hostname or ""):
         log.warning(
             "IntrospectionPolicy %s: endpoint %s is plain http: tokens and the client secret "
-            "travel in clear (use https beyond loopback)",
+            "travel in clear: use https",
             refs.key,
             spec.endpoint,
         )

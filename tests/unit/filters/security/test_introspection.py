@@ -404,8 +404,11 @@ def test_a_reload_with_the_same_settings_keeps_the_cache() -> None:
     assert c.services()[0] is not a.services()[0]
 
 
-def test_plain_http_endpoint_is_accepted_with_a_warning(caplog) -> None:
+def test_plain_http_endpoint_is_accepted_with_a_warning_off_loopback(caplog) -> None:
     compiled("endpoint: http://127.0.0.1:9/introspect")
+    compiled("endpoint: http://localhost:9/introspect")
+    assert not any("plain http" in r.getMessage() for r in caplog.records)
+    compiled("endpoint: http://as.internal:8080/introspect")
     assert any("plain http" in r.getMessage() for r in caplog.records)
 
 
