@@ -50,8 +50,7 @@ def header_key(headers: Headers, name: str) -> bytes | None:
     value = headers.get(name)
     if not value:
         return None
-    if value.startswith("Bearer "):
-        value = value[7:]
+    value = value.removeprefix("Bearer ")
     return value.encode("latin-1", "replace") if value else None
 
 
@@ -121,7 +120,7 @@ def _raw_cookie_items(value: str) -> list[tuple[str, str]]:
 
 
 class APIKeyAuth(Filter):
-    __slots__ = ("_sources", "_hkey", "_table", "_forward", "_sanitize", "_strip", "_config")
+    __slots__ = ("_config", "_forward", "_hkey", "_sanitize", "_sources", "_strip", "_table")
     name = "APIKeyAuth"
 
     def __init__(

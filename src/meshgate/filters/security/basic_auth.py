@@ -175,7 +175,7 @@ def credentials(ctx: RequestContext) -> tuple[str, bytes] | LocalReply:
 class BasicAuth(Filter):
     """Users with SHA-1 entries only: every check is a hash and a constant-time compare."""
 
-    __slots__ = ("_users", "_forward", "_source", "_count")
+    __slots__ = ("_count", "_forward", "_source", "_users")
     name = "BasicAuth"
 
     def __init__(self, users: dict[str, User], forward_header: str | None, source: str) -> None:
@@ -190,7 +190,7 @@ class BasicAuth(Filter):
             ctx.headers.set(self._forward, header_value(user.name))
 
     def _check_sha(self, user: User | None, password: bytes) -> bool:
-        digest = hashlib.sha1(password).digest()  # noqa: S324 - the htpasswd {SHA} format
+        digest = hashlib.sha1(password).digest()
         expected = user.sha1 if user is not None and user.sha1 is not None else _NO_SHA1
         # Compare even for an unknown user: same cost, and no early exit on a byte.
         return hmac.compare_digest(digest, expected) and user is not None
@@ -221,7 +221,7 @@ class BcryptBasicAuth(BasicAuth):
     """Users with bcrypt entries (maybe SHA ones too): bcrypt checks off the event loop,
     successes remembered."""
 
-    __slots__ = ("_dummy", "_cache_key", "_cache", "_inflight")
+    __slots__ = ("_cache", "_cache_key", "_dummy", "_inflight")
     name = "BasicAuth"
 
     def __init__(self, users: dict[str, User], forward_header: str | None, source: str) -> None:

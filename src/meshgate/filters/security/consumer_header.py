@@ -53,6 +53,6 @@ class ConsumerHeader(Filter):
         return {"type": self.name, "header": self._header}
 
 
-def build(spec: Any, refs: Any) -> tuple:  # noqa: ARG001 - the stage's builder signature
+def build(spec: Any, refs: Any) -> tuple:
     """The consumer-header filter; ``spec`` is the header name."""
     return (ConsumerHeader(spec),)

@@ -20,14 +20,18 @@ from meshgate.config.loader import load_texts
 from meshgate.filters.base import overrides
 from meshgate.filters.security import basic_auth as mod
 from meshgate.filters.security.base import AUTH_FAILURES
-from meshgate.filters.security.basic_auth import BasicAuth, BcryptBasicAuth, parse_htpasswd
+from meshgate.filters.security.basic_auth import (
+    BasicAuth,
+    BcryptBasicAuth,
+    parse_htpasswd,
+)
 from meshgate.http.headers import Headers
 from meshgate.proxy.context import LocalReply, RequestContext
 
 GROUP = "gateway.networking.k8s.io"
 # Test-only credentials.
 BCRYPT_ALICE = bcrypt.hashpw(b"alice-pw", bcrypt.gensalt(rounds=4)).decode().replace("$2b$", "$2y$", 1)
-SHA_BOB = "{SHA}" + base64.b64encode(hashlib.sha1(b"bob-pw").digest()).decode()  # noqa: S324
+SHA_BOB = "{SHA}" + base64.b64encode(hashlib.sha1(b"bob-pw").digest()).decode()
 BOTH = f"alice:{BCRYPT_ALICE}\nbob:{SHA_BOB}\n"
 SHA_ONLY = f"bob:{SHA_BOB}\n"
 
@@ -140,7 +144,7 @@ async def test_malformed_authorization_headers(header, body):
 
 
 async def test_scheme_is_case_insensitive_and_password_may_hold_colons():
-    f = the_filter(f"carol:{{SHA}}{base64.b64encode(hashlib.sha1(b'a:b:c').digest()).decode()}\n")  # noqa: S324
+    f = the_filter(f"carol:{{SHA}}{base64.b64encode(hashlib.sha1(b'a:b:c').digest()).decode()}\n")
     ctx = request("basic " + base64.b64encode(b"carol:a:b:c").decode())
     assert await run(f, ctx) is None and ctx.consumer == "carol"
 
@@ -247,7 +251,7 @@ async def test_real_bcrypt_long_password_is_truncated_like_htpasswd():
 
 
 async def test_forward_username_header_replaces_a_forged_one_and_encodes_safely():
-    sha = base64.b64encode(hashlib.sha1(b"pw").digest()).decode()  # noqa: S324
+    sha = base64.b64encode(hashlib.sha1(b"pw").digest()).decode()
     f = the_filter(
         f"bob:{{SHA}}{sha}\nj\u00fcrgen:{{SHA}}{sha}\n",
         basic={"users": {"name": "users"}, "forwardUsernameHeader": "x-user"},

@@ -109,7 +109,7 @@ def test_lookups_by_client_id_user_and_claims_are_per_namespace():
     ],
 )
 def test_a_credential_claimed_by_two_consumers_is_an_error(spec, path, what):
-    idx, errors = index([consumer("a", spec), consumer("b", spec)])
+    _, errors = index([consumer("a", spec), consumer("b", spec)])
     (err,) = [str(e) for e in errors.errors]
     assert err.startswith(f"t.yaml:2:Consumer/default/b:{path}:"), err
     assert f"{what} is already claimed by Consumer default/a" in err
