@@ -197,3 +197,74 @@ def test_examples_validate_and_compile(folder):
     assert loaded.errors == [] and loaded.warnings == []
     snapshot = compile_snapshot(loaded.resources)
     assert snapshot.dump["policies"]["SecurityPolicy"], "the example's SecurityPolicy attaches"
+
+
+def run_chain(snapshot, port: int, path: str, query: str = "", headers: dict | None = None):
+    """The request after the route's security filters, or the reply that refused it."""
+    import asyncio
+
+    match = find_match(snapshot, port, "localhost", path)
+    target = path + "?" + query if query else path
+    ctx = RequestContext(
+        "GET", target, path, query, Headers.from_pairs(list((headers or {}).items())), "localhost",
+        f"localhost:{port}", "http", "1.1", "127.0.0.1", 1, port, "r", 0.0,
+    )
+    for f in match.rule.filters:
+        result = f.on_request(ctx)
+        if asyncio.iscoroutine(result):
+            result = asyncio.run(result)
+        if result is not None:
+            return result
+    return ctx
+
+
+def example(name: str):
+    loaded = load_paths([EXAMPLES / name])
+    return compile_snapshot(loaded.resources)
+
+
+def test_api_keys_example_answers_as_its_page_says():
+    snap = example("api-keys")
+    ctx = run_chain(snap, 8150, "/orders/1", headers={"x-api-key": "test-only-acme-orders-key-1f9c3b7e"})
+    assert ctx.headers.get("x-client-id") == "acme-prod" and ctx.headers.get("x-consumer") == "acme"
+    assert "x-api-key" not in ctx.headers
+    ctx = run_chain(snap, 8150, "/orders/1", "api_key=test-only-globex-orders-key-8d2a4c6f&page=2")
+    assert ctx.consumer == "globex" and ctx.target() == "/orders/1?page=2"
+    for path, key in (("/orders/1", "test-only-acme-orders-key-1f9c3b7f"), ("/reports/1", "test-only-acme-orders-key-1f9c3b7e")):
+        reply = run_chain(snap, 8150, path, headers={"x-api-key": key})
+        assert reply.status == 401 and reply.body == b"Client authentication failed."
+    assert run_chain(snap, 8150, "/reports/1", headers={"x-api-key": "test-only-acme-reports-key-5e7b9d1a"}).consumer == "acme"
+
+
+def test_basic_auth_example_answers_as_its_page_says():
+    import base64
+
+    def auth(user, pw):
+        return {"authorization": "Basic " + base64.b64encode(f"{user}:{pw}".encode()).decode()}
+
+    snap = example("basic-auth")
+    ctx = run_chain(snap, 8160, "/", headers=auth("alice", "alice-test-password"))
+    assert (ctx.headers.get("x-user"), ctx.headers.get("x-consumer")) == ("alice", "alice")
+    ctx = run_chain(snap, 8160, "/", headers=auth("ci", "ci-test-password"))
+    assert (ctx.headers.get("x-user"), ctx.headers.get("x-consumer")) == ("ci", "automation")
+    assert run_chain(snap, 8160, "/", headers=auth("bob", "bob-test-password")).consumer == "bob"
+    reply = run_chain(snap, 8160, "/", headers=auth("bob", "wrong"))
+    assert reply.status == 401
+    assert dict(reply.headers)["www-authenticate"] == 'Basic realm="http://localhost:8160/"'
+
+
+@pytest.mark.parametrize("page, folder", [("api-keys.md", "api-keys"), ("basic-auth.md", "basic-auth")])
+def test_pages_show_the_example_policy_as_it_is(page, folder):
+    text = (REPO / "docs" / "security" / page).read_text()
+    policy = (EXAMPLES / folder / "policy.yaml").read_text()
+    assert "```yaml\n" + policy.rstrip() + "\n```" in text
+
+
+def test_consumers_page_example_is_a_valid_consumer():
+    text = (REPO / "docs" / "security" / "consumers.md").read_text()
+    blocks = text.split("```yaml\n")[1:]
+    docs = [yaml.safe_load(b.split("```")[0]) for b in blocks]
+    result = load(docs)
+    assert result.errors == [], [str(e) for e in result.errors]
+    kinds = [r.kind for r in result.resources]
+    assert kinds == ["Consumer", "SecurityPolicy"]
