@@ -29,6 +29,7 @@ A filter whose providers all use ``localJWKS`` runs synchronously; one with a
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
@@ -67,6 +68,8 @@ _REFUSALS = {
     tok.UNKNOWN_KID: (401, b"Jwks doesn't have key to match kid or alg from Jwt"),
     tok.JWKS_UNAVAILABLE: (401, b"Jwks remote fetch is failed"),
 }
+
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 # Where a token may be: ("header", name, lowercase prefix) | ("cookie", name) | ("param", name).
 DEFAULT_LOCATIONS = (("header", "authorization", "bearer "), ("param", "access_token"))
@@ -118,10 +121,10 @@ class Provider:
         if self.audiences is not None and not tok.audience_allowed(payload, self.audiences):
             return tok.WRONG_AUDIENCE, None, False
         cache = self._cache
-        if len(cache) >= TOKEN_CACHE_SIZE:
-            del cache[next(iter(cache))]
-        exp = payload.get("exp")
-        cache[raw] = (keyset, payload, exp)
+        if TOKEN_CACHE_SIZE > 0:
+            if len(cache) >= TOKEN_CACHE_SIZE:
+                del cache[next(iter(cache))]
+            cache[raw] = (keyset, payload, payload.get("exp"))
         return None, payload, False
 
     def describe(self) -> dict:
@@ -153,11 +156,10 @@ def _claim(payload: dict, path: tuple[str, ...]) -> str | None:
         text = _scalar(value)
         if text is None:
             return None
-    # Headers are latin-1 str holding the wire bytes: send UTF-8 as UTF-8.
-    wire = text.encode("utf-8").decode("latin-1")
-    if any(c < " " and c != "\t" or c == "\x7f" for c in wire):
+    if _CONTROL.search(text):
         return None  # CR, LF, NUL...: never into a header
-    return wire
+    # Headers are latin-1 str holding the wire bytes: send UTF-8 as UTF-8.
+    return text if text.isascii() else text.encode("utf-8").decode("latin-1")
 
 
 def _scalar(value: Any) -> str | None:
@@ -216,7 +218,8 @@ class JWTAuthn(Filter):
                 got = found.get(loc)
                 if got is None:
                     got = found[loc] = _extract(ctx, loc)
-                tokens += got
+                if got:
+                    tokens += got
             if not tokens:
                 status = tok.MISSING
             else:
@@ -275,6 +278,8 @@ def _extract(ctx: RequestContext, loc: tuple) -> list[str]:
     out: list[str] = []
     if kind == "header":
         prefix = loc[2]
+        if name not in ctx.headers:
+            return out
         for value in ctx.headers.get_all(name):
             if prefix:
                 if value[: len(prefix)].lower() != prefix:
