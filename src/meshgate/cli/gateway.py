@@ -45,6 +45,9 @@ log = logging.getLogger("meshgate.gateway")
 @click.option("--no-metrics", is_flag=True, help="Do not count requests (to measure what metrics cost); /metrics keeps gauges only.")
 @click.option("--otlp-endpoint", default=None, metavar="URL", help="Export traces with OTLP/HTTP to URL (e.g. http://127.0.0.1:4318/v1/traces); off by default.")
 @click.option("--trace-sampling", default=1.0, show_default=True, type=click.FloatRange(0, 1), help="Share of new traces sampled (parent-based: an incoming sampled flag wins).")
+@click.option("--redis-url", envvar="MESHGATE_REDIS_URL", show_envvar=True, default=None, metavar="URL", help="Redis for global rate limits: redis://[:PASSWORD@]HOST:PORT/DB, rediss:// for TLS (options as redis-py's from_url takes them).")
+@click.option("--redis-timeout", default=0.25, show_default=True, type=click.FloatRange(0.001), help="Seconds to connect to Redis and for each reply; past it the request is decided without Redis.")
+@click.option("--rate-limit-fail-closed", is_flag=True, help="When Redis cannot answer, refuse requests a global rate limit selects (500, flag RLSE) instead of letting them pass.")
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--worker-index", default=-1, type=int, hidden=True)
 def gateway(
@@ -68,6 +71,9 @@ def gateway(
     no_metrics: bool,
     otlp_endpoint: str | None,
     trace_sampling: float,
+    redis_url: str | None,
+    redis_timeout: float,
+    rate_limit_fail_closed: bool,
     log_level: str,
     worker_index: int,
 ) -> None:
@@ -88,7 +94,10 @@ def gateway(
         drain_timeout=drain_timeout,
     )
     from meshgate.cli.runtime import GatewayRuntime
+    from meshgate.ratelimit.redis_counters import configure as configure_redis
     from meshgate.telemetry.access_log import FIELDS
+
+    configure_redis(redis_url, timeout=redis_timeout, fail_closed=rate_limit_fail_closed)
 
     fields = None
     if access_log_fields:

@@ -21,6 +21,7 @@ from meshgate.proxy.context import RequestContext
 from meshgate.proxy.errors import ProxyError
 from meshgate.proxy.exchange import Exchange
 from meshgate.telemetry.access_log import AccessLog
+from meshgate.filters.ratelimit.reply import sync_ratelimit_counters
 from meshgate.filters.security.base import sync_auth_failures
 from meshgate.telemetry.metrics import Metrics
 from meshgate.upstream.registry import UpstreamRegistry
@@ -50,6 +51,8 @@ class Engine:
         self.metrics.collectors.append(self.upstreams.sync_counters)
         synced_auth: dict = {}
         self.metrics.collectors.append(lambda m: sync_auth_failures(m, synced_auth))
+        synced_rate_limits: dict = {}
+        self.metrics.collectors.append(lambda m: sync_ratelimit_counters(m, synced_rate_limits))
         self.servers: dict[int, asyncio.base_events.Server] = {}
         self.connections: set[ServerProtocol] = set()
         self.draining = False

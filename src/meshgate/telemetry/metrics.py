@@ -61,6 +61,16 @@ COUNTERS = {
         "basic_auth, ext_auth, oauth2_introspection, authorization) and reason.",
         ("method", "reason"),
     ),
+    "meshgate_ratelimit_decisions_total": (
+        "Requests a rate-limit rule selected, by route, result (allowed, limited, "
+        "failed_open, failed_closed) and type (local, global).",
+        ("route", "result", "type"),
+    ),
+    "meshgate_ratelimit_redis_errors_total": (
+        "Calls to the Redis of global rate limits that failed, by error (connection, "
+        "timeout, response).",
+        ("error",),
+    ),
     "meshgate_local_replies_total": (
         "Responses the proxy made itself (no route, invalid backend, redirects, "
         "preflights, errors), by response flag (empty for filter replies).",

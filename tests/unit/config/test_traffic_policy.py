@@ -247,7 +247,14 @@ def test_rules_reject_with_the_field_path(spec, expected):
 @pytest.mark.parametrize(
     ("spec", "path"),
     [
-        ("rateLimit: {global: {}}", "spec.rateLimit"),
+        (
+            "rateLimit: {local: {rules: [{limit: {requests: 1, unit: Second}, shadowMode: true}]}}",
+            "spec.rateLimit.local.rules[0].shadowMode",
+        ),
+        (
+            "rateLimit: {global: {rules: [{limit: {requests: 1, unit: Second}, cost: {response: {from: Number, number: 1}}}]}}",
+            "spec.rateLimit.global.rules[0].cost.response",
+        ),
         ("compression: [{type: Gzip}]", "spec.compression"),
         ("targetSelectors: [{kind: HTTPRoute}]", "spec.targetSelectors"),
         ("mergeType: StrategicMerge", "spec.mergeType"),

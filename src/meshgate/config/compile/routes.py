@@ -332,7 +332,13 @@ def apply_policies(
         key = (index, policy.key if policy else None, guard.key if guard else None)
         variant = route.variants.get(key)
         if variant is None:
+            # Filter order, Envoy Gateway's: faults, then the SecurityPolicy's filters
+            # (authentication sets ctx.consumer), then rate limits (which may count per
+            # consumer), then the rule's own filters. Each step puts its filters in
+            # front of what it is given, so they are applied innermost first.
             variant = rule, matches
+            if policy is not None and policy.rate_limit is not None:
+                variant = _with_rate_limit(*variant, policy)
             if guard is not None:
                 variant = _with_security(*variant, guard)
             if policy is not None:
@@ -346,6 +352,17 @@ def _with_security(
 ) -> tuple[CompiledRule, tuple[CompiledMatch, ...]]:
     """``rule`` behind the SecurityPolicy's filters (before the rule's own)."""
     new_rule = replace(rule, filters=guard.filters + rule.filters, security=guard.key)
+    return new_rule, tuple(replace(m, rule=new_rule) for m in matches)
+
+
+def _with_rate_limit(
+    rule: CompiledRule, matches: tuple[CompiledMatch, ...], policy: CompiledTraffic
+) -> tuple[CompiledRule, tuple[CompiledMatch, ...]]:
+    """``rule`` behind the policy's rate-limit filters (before the rule's own)."""
+    from meshgate.filters.ratelimit import rate_limit_filters
+
+    limits = rate_limit_filters(policy.rate_limit, rule.route, rule.rule_index)  # type: ignore[arg-type]
+    new_rule = replace(rule, filters=limits + rule.filters)
     return new_rule, tuple(replace(m, rule=new_rule) for m in matches)
 
 

@@ -4,8 +4,8 @@ its targets, and looked up per route rule.
 Attachment (``attachment.PolicyIndex``) follows Envoy Gateway: the most specific
 policy wins, whole.
 
-The mapping to the data plane's dataclasses (``config/traffic.py``, ``RetryPolicy``)
-uses Envoy's semantics: a retry trigger name means what ``x-envoy-retry-on`` says it
+The mapping to the data plane's dataclasses (``config/traffic.py``, ``RetryPolicy``,
+``ratelimit.rules``) uses Envoy's semantics: a retry trigger name means what ``x-envoy-retry-on`` says it
 means in Envoy's router (``RetryStateImpl::wouldRetryFromReset`` and friends).
 """
 
@@ -18,6 +18,7 @@ from meshgate.config.compile.durations import parse_duration, parse_timeout
 from meshgate.config.compile.attachment import PolicyIndex
 from meshgate.config.models.traffic_policy import parse_go_duration
 from meshgate.config.snapshot import RetryPolicy
+from meshgate.config.errors import ConfigError, ConfigInvalid
 from meshgate.config.traffic import (
     LEAST_REQUEST,
     ActiveHealthCheck,
@@ -28,6 +29,7 @@ from meshgate.config.traffic import (
     OutlierDetection,
     RetryBudget,
 )
+from meshgate.ratelimit import rules as rl
 
 KIND = "BackendTrafficPolicy"
 
@@ -48,6 +50,7 @@ class CompiledTraffic:
     fault: Fault | None = None
     request_timeout: float | None = None  # seconds; None: unset or "0s" (disabled)
     sets_request_timeout: bool = False  # timeout.http.requestTimeout was given
+    rate_limit: rl.RateLimitPolicy | None = None
 
 
 # --- one policy -> CompiledTraffic -----------------------------------------------------
@@ -64,6 +67,7 @@ def compile_traffic(key: str, spec: Any) -> CompiledTraffic:
         fault=fault(spec.faultInjection) if spec.faultInjection is not None else None,
         request_timeout=parse_timeout(request_timeout),
         sets_request_timeout=request_timeout is not None,
+        rate_limit=rate_limit(key, spec.rateLimit) if spec.rateLimit is not None else None,
     )
 
 
@@ -220,6 +224,58 @@ def fault(spec: Any) -> Fault:
     )
 
 
+def rate_limit(key: str, spec: Any) -> rl.RateLimitPolicy:
+    """``rateLimit``: ``type`` (deprecated in Envoy Gateway) only says which section is
+    meant; set sections are served, both at once if both are set."""
+    local = spec.local.rules if spec.local is not None else ()
+    global_ = spec.global_.rules if spec.global_ is not None else ()
+    return rl.RateLimitPolicy(
+        key=key,
+        local=tuple(rate_limit_rule(i, r) for i, r in enumerate(local)),
+        global_=tuple(rate_limit_rule(i, r) for i, r in enumerate(global_)),
+    )
+
+
+def rate_limit_rule(index: int, rule: Any) -> rl.RateLimitRule:
+    matchers: list = []
+    distinct: list = []
+    for cond in rule.clientSelectors:
+        for h in cond.headers:
+            if h.type == "Distinct":
+                distinct.append(rl.DistinctHeader(h.name))
+            elif h.type == "RegularExpression":
+                matchers.append(rl.HeaderValue(h.name, None, h.value, h.invert))
+            else:
+                matchers.append(rl.HeaderValue(h.name, h.value, None, h.invert))
+        if cond.methods:
+            matchers.append(rl.Methods([(m.value, m.invert) for m in cond.methods]))
+        if cond.path is not None:
+            matchers.append(rl.Path(cond.path.type, cond.path.value, cond.path.invert))
+        if cond.sourceCIDR is not None:
+            if cond.sourceCIDR.type == "Distinct":
+                distinct.append(rl.DistinctSource(cond.sourceCIDR.value))
+            else:
+                matchers.append(rl.SourceIn(cond.sourceCIDR.value))
+        if cond.consumer is not None:
+            if cond.consumer.type == "Distinct":
+                distinct.append(rl.DistinctConsumer())
+            else:
+                matchers.append(rl.ConsumerIs(cond.consumer.value))
+    cost = 1
+    if rule.cost is not None and rule.cost.request is not None:
+        cost = rule.cost.request.number
+    return rl.RateLimitRule(
+        index=index,
+        requests=rule.limit.requests,
+        unit=rule.limit.unit,
+        window=rl.UNIT_SECONDS[rule.limit.unit],
+        cost=cost,
+        shared=bool(rule.shared),
+        matchers=tuple(matchers),
+        distinct=tuple(distinct),
+    )
+
+
 # --- attachment ------------------------------------------------------------------------
 
 
@@ -229,4 +285,26 @@ class TrafficPolicies(PolicyIndex):
     kind = KIND
 
     def compile(self, key: str, res: Any) -> CompiledTraffic:
-        return compile_traffic(key, res.obj.spec)
+        compiled = compile_traffic(key, res.obj.spec)
+        if compiled.rate_limit is not None and compiled.rate_limit.global_:
+            _check_redis(res)
+        return compiled
+
+
+def _check_redis(res: Any) -> None:
+    """A serving gateway needs a Redis for global rate limits (``meshgate validate``
+    does not)."""
+    from meshgate.config.compile.inputs import kind_name
+    from meshgate.ratelimit.redis_counters import SETTINGS
+
+    if SETTINGS.serving and SETTINGS.url is None:
+        raise ConfigInvalid([
+            ConfigError(
+                str(res.file),
+                res.document,
+                kind_name(res),
+                "spec.rateLimit.global",
+                "global rate limits count in Redis: start the gateway with --redis-url "
+                "redis://HOST:PORT/DB (or set MESHGATE_REDIS_URL)",
+            )
+        ])

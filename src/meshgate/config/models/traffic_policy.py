@@ -1,19 +1,21 @@
 """``gateway.envoyproxy.io/v1alpha1`` BackendTrafficPolicy: retries, timeouts, circuit
-breakers, health checks, load balancing and fault injection for the backends of the
+breakers, health checks, load balancing, fault injection and rate limits for the
 routes (or Gateways) it targets.
 
 Envoy Gateway's api/v1alpha1 Go types are the reference (backendtrafficpolicy_types.go,
 retry_types.go, healthcheck_types.go, loadbalancer_types.go, circuitbreaker_types.go,
-fault_injection.go, timeout_types.go, policy_helpers.go): same field names, enums,
-defaults and CEL rules, as validators here. Fields Envoy Gateway has and meshgate does
+fault_injection.go, timeout_types.go, ratelimit_types.go, policy_helpers.go): same field
+names, enums, defaults and CEL rules, as validators here. Fields Envoy Gateway has and meshgate does
 not serve yet are declared so that setting one says so by name. ``retry.budget`` is a
-meshgate extension (Linkerd's retry budget).
+meshgate extension (Linkerd's retry budget), and so is the rate-limit selector
+``consumer``.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import re
 from typing import Any, Literal
 
@@ -431,6 +433,211 @@ class Timeout(Strict):
     http: HTTPTimeout | None = Field(default=None, description="HTTP timeouts.")
 
 
+# --- rate limit ------------------------------------------------------------------------
+
+RateLimitUnit = Literal["Second", "Minute", "Hour", "Day", "Month", "Year"]
+RateLimitHTTPMethod = Literal["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"]
+
+
+class RateLimitValue(Strict):
+    requests: int = Field(ge=0, le=4294967295, description="Requests allowed per unit.")
+    unit: RateLimitUnit = Field(
+        description="Second, Minute, Hour, Day, Month (30 days) or Year (365 days), as Envoy's "
+        "ratelimit service counts them."
+    )
+
+
+class RateLimitHeaderMatch(Strict):
+    type: Literal["Exact", "RegularExpression", "Distinct"] = Field(
+        default="Exact",
+        description="Exact or RegularExpression: the header must match `value` (one bucket for all "
+        "matching requests). Distinct: one bucket per distinct value of the header. A request "
+        "without the header is not selected (with `invert`, Exact and RegularExpression select it).",
+    )
+    name: HeaderName = Field(max_length=256, description="Header name, case-insensitive.")
+    value: str | None = Field(
+        default=None, max_length=1024, description="Value or regular expression; not with Distinct."
+    )
+    invert: bool = Field(default=False, description="Select the requests that do NOT match; not with Distinct.")
+
+    @model_validator(mode="after")
+    def _value_fits_type(self) -> RateLimitHeaderMatch:
+        if self.type == "Distinct":
+            if self.value is not None:
+                raise FieldError(("value",), "value must not be set with type Distinct")
+            if self.invert:
+                raise FieldError(("invert",), "invert must not be set with type Distinct")
+            return self
+        if self.value is None:
+            raise FieldError(("value",), f"value is required with type {self.type}")
+        if self.type == "RegularExpression":
+            try:
+                re.compile(self.value)
+            except re.error as exc:
+                raise FieldError(("value",), f"invalid regular expression {self.value!r}: {exc}") from None
+        return self
+
+
+class RateLimitMethodMatch(Strict):
+    value: RateLimitHTTPMethod = Field(description="HTTP method.")
+    invert: bool = Field(default=False, description="Select requests with any other method.")
+
+
+class RateLimitPathMatch(Strict):
+    type: Literal["Exact", "PathPrefix", "RegularExpression"] = Field(
+        default="PathPrefix", description="How `value` matches the request path."
+    )
+    value: str = Field(default="/", max_length=1024, description="Path, prefix or regular expression.")
+    invert: bool = Field(default=False, description="Select requests whose path does not match.")
+
+    @model_validator(mode="after")
+    def _valid(self) -> RateLimitPathMatch:
+        if self.type == "RegularExpression":
+            try:
+                re.compile(self.value)
+            except re.error as exc:
+                raise FieldError(("value",), f"invalid regular expression {self.value!r}: {exc}") from None
+        elif not self.value.startswith("/"):
+            raise FieldError(("value",), "must be an absolute path (start with /)")
+        return self
+
+
+class RateLimitSourceMatch(Strict):
+    type: Literal["Exact", "Distinct"] = Field(
+        default="Exact",
+        description="Exact: every client address in the CIDR shares one bucket. Distinct: one "
+        "bucket per client address in the CIDR.",
+    )
+    value: str = Field(
+        min_length=1, max_length=256, description="IP CIDR of the client address, e.g. `10.0.0.0/8`, `::/0`."
+    )
+
+    @field_validator("value")
+    @classmethod
+    def _cidr(cls, value: str) -> str:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IP CIDR (examples: 10.0.0.0/8, 192.168.1.7/32, ::/0)") from None
+        return value
+
+
+class RateLimitConsumerMatch(Strict):
+    type: Literal["Exact", "Distinct"] = Field(
+        default="Exact",
+        description="Exact: requests of the consumer named `value`. Distinct: one bucket per consumer.",
+    )
+    value: str | None = Field(default=None, min_length=1, description="Consumer name (type Exact).")
+
+    @model_validator(mode="after")
+    def _value_fits_type(self) -> RateLimitConsumerMatch:
+        if (self.type == "Exact") != (self.value is not None):
+            raise FieldError(("value",), "value is required with type Exact and not allowed with Distinct")
+        return self
+
+
+class RateLimitSelectCondition(Strict):
+    headers: list[RateLimitHeaderMatch] = Field(
+        default_factory=list, max_length=16, description="Request headers, all of which must match."
+    )
+    methods: list[RateLimitMethodMatch] = Field(
+        default_factory=list, description="Request methods, any of which may match; all if empty."
+    )
+    path: RateLimitPathMatch | None = Field(default=None, description="Request path.")
+    sourceCIDR: RateLimitSourceMatch | None = Field(default=None, description="Client address range.")
+    consumer: RateLimitConsumerMatch | None = Field(
+        default=None,
+        description="meshgate extension (not in Envoy Gateway): the consumer an authentication "
+        "filter of the route's SecurityPolicy identified (API key, basic auth, JWT ...). A request "
+        "without a consumer is not selected.",
+    )
+
+    @model_validator(mode="after")
+    def _something(self) -> RateLimitSelectCondition:
+        if not (self.headers or self.methods or self.path or self.sourceCIDR or self.consumer):
+            raise FieldError((), "at least one of headers, methods, path, sourceCIDR or consumer must be specified")
+        return self
+
+
+class RateLimitCostSpecifier(Section):
+    from_: Literal["Number", "Metadata"] = Field(
+        alias="from", description="Number (a fixed cost). Metadata is not supported by meshgate yet."
+    )
+    number: int | None = Field(
+        default=None, ge=0, le=2**53, description="Counter units a request takes; 0 only checks the limit."
+    )
+    metadata: Any = not_supported()
+
+    @model_validator(mode="after")
+    def _number(self) -> RateLimitCostSpecifier:
+        if self.from_ == "Metadata":
+            raise FieldError(("from",), "from: Metadata is not supported by meshgate yet; use Number")
+        if self.number is None:
+            raise FieldError(("number",), "number is required with from: Number")
+        return self
+
+
+class RateLimitCost(Section):
+    request: RateLimitCostSpecifier | None = Field(
+        default=None, description="Units a request takes from the counters; 1 if unset."
+    )
+    response: Any = not_supported()
+
+
+class RateLimitRule(Section):
+    clientSelectors: list[RateLimitSelectCondition] = Field(
+        default_factory=list,
+        max_length=8,
+        description="Conditions, all of which must hold for the rule to count the request; every "
+        "request of the route if empty.",
+    )
+    limit: RateLimitValue = Field(description="The limit; over it, requests get 429.")
+    cost: RateLimitCost | None = Field(default=None, description="Cost of a request; 1 if unset.")
+    shared: bool | None = Field(
+        default=None,
+        description="true: one set of counters for every route the policy applies to. Unset or false: "
+        "each route rule has its own.",
+    )
+    shadowMode: Any = not_supported()
+
+
+class GlobalRateLimit(Strict):
+    rules: list[RateLimitRule] = Field(
+        max_length=128,
+        description="Rules, each counted in Redis and shared by every gateway process; a request is "
+        "limited when any rule that selects it is over its limit.",
+    )
+
+
+class LocalRateLimit(Strict):
+    rules: list[RateLimitRule] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Rules, each a token bucket in the gateway process; a request is limited when any "
+        "rule that selects it has no token left.",
+    )
+
+
+class RateLimitSpec(Section):
+    type: Literal["Global", "Local"] | None = Field(
+        default=None, description="Deprecated in Envoy Gateway (set global and/or local): which one is used."
+    )
+    global_: GlobalRateLimit | None = Field(
+        default=None, alias="global", description="Limits shared by every gateway process, counted in Redis."
+    )
+    local: LocalRateLimit | None = Field(default=None, description="Limits per gateway process, in memory.")
+
+    @model_validator(mode="after")
+    def _union(self) -> RateLimitSpec:
+        if self.type == "Global" and self.global_ is None:
+            raise FieldError(("global",), "If RateLimit type is Global, global field needs to be set.")
+        if self.type == "Local" and self.local is None:
+            raise FieldError(("local",), "If RateLimit type is Local, local field needs to be set.")
+        if self.global_ is None and self.local is None:
+            raise FieldError((), "at least one of global or local must be set")
+        return self
+
+
 # --- spec ------------------------------------------------------------------------------
 
 
@@ -447,9 +654,11 @@ class BackendTrafficPolicySpec(TargetedSpec):
     faultInjection: FaultInjection | None = Field(
         default=None, description="Delays and aborts injected for chaos testing."
     )
+    rateLimit: RateLimitSpec | None = Field(
+        default=None, description="Request rate limits, per gateway process (local) or shared in Redis (global)."
+    )
     targetSelectors: Any = not_supported()
     mergeType: Any = not_supported()
-    rateLimit: Any = not_supported()
     useClientProtocol: Any = not_supported()
     compression: Any = not_supported()
     responseOverride: Any = not_supported()
@@ -465,7 +674,7 @@ class BackendTrafficPolicySpec(TargetedSpec):
 
 class BackendTrafficPolicy(ResourceBase):
     """How the gateway talks to the backends of the routes it targets: retries, timeouts,
-    circuit breakers, health checks, load balancing, fault injection."""
+    circuit breakers, health checks, load balancing, fault injection, rate limits."""
 
     apiVersion: Literal["gateway.envoyproxy.io/v1alpha1"] = Field(
         description="Always `gateway.envoyproxy.io/v1alpha1`."
