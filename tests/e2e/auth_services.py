@@ -38,6 +38,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Self
 from urllib.parse import parse_qsl, quote_plus, unquote_plus
 
 LOCALHOST = "127.0.0.1"
@@ -110,7 +111,7 @@ class _Server:
             with contextlib.suppress(Exception):
                 writer.close()
 
-    async def handle(self, method, target, headers, body):  # noqa: ANN001, ANN201
+    async def handle(self, method, target, headers, body):
         raise NotImplementedError
 
     def control(self, method: str, target: str, body: bytes) -> tuple[int, dict]:
@@ -123,7 +124,7 @@ class ExtAuthService(_Server):
         self.slow_seconds = slow_seconds
         self.requests: list[dict] = []
 
-    async def handle(self, method, target, headers, body):  # noqa: ANN001, ANN201
+    async def handle(self, method, target, headers, body):
         self.requests.append({"method": method, "target": target, "headers": headers, "body_len": len(body)})
         auth = dict(headers).get("authorization")
         if auth == "Bearer allow":
@@ -178,7 +179,7 @@ class IntrospectionService(_Server):
         # RFC 6749 2.3.1: each part form-urlencoded before base64.
         return unquote_plus(cid) == self.client_id and unquote_plus(secret) == self.client_secret
 
-    async def handle(self, method, target, headers, body):  # noqa: ANN001, ANN201
+    async def handle(self, method, target, headers, body):
         form = dict(parse_qsl(body.decode()))
         self.calls += 1
         token = form.get("token", "")
@@ -251,7 +252,7 @@ class AuthServiceProcess:
         if proc.stdout:
             proc.stdout.close()
 
-    def __enter__(self) -> AuthServiceProcess:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -272,7 +273,7 @@ class AuthServiceProcess:
         return httpx.post(self.url + path, json=doc, timeout=5).json()
 
 
-def _read_line(stream, timeout: float) -> bytes:  # noqa: ANN001
+def _read_line(stream, timeout: float) -> bytes:
     sel = selectors.DefaultSelector()
     sel.register(stream, selectors.EVENT_READ)
     buf = b""

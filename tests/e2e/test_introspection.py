@@ -78,7 +78,7 @@ def bearer(token: str) -> dict:
     return {"Authorization": f"Bearer {token}"}
 
 
-def calls(setup, token: str) -> int:  # noqa: ANN001
+def calls(setup, token: str) -> int:
     return setup["server"].get("/__count")["by_token"].get(token, 0)
 
 

@@ -29,7 +29,12 @@ from typing import TYPE_CHECKING
 from meshgate.config.models.meta import parse_duration
 from meshgate.filters.base import Filter
 from meshgate.filters.security.base import deny
-from meshgate.filters.security.http_client import ConnectionPool, HTTPClientError, shared
+from meshgate.filters.security.http_client import (
+    ConnectionPool,
+    HTTPClientError,
+    LogThrottle,
+    shared,
+)
 from meshgate.proxy.heads import HOP_BY_HOP
 
 if TYPE_CHECKING:
@@ -50,7 +55,9 @@ _NOT_COPIED = HOP_BY_HOP | {"content-length", "host"}
 
 
 class ExtAuth(Filter):
-    __slots__ = ("_pools", "_next", "_prefix", "_to_service", "_to_backend", "_timeout", "_fail_open", "_config")
+    __slots__ = (
+        "_config", "_fail_open", "_next", "_pools", "_prefix", "_throttle", "_timeout", "_to_backend", "_to_service",
+    )
     name = "ExtAuth"
 
     def __init__(
@@ -70,6 +77,7 @@ class ExtAuth(Filter):
         self._to_backend = tuple(dict.fromkeys(h.lower() for h in headers_to_backend))
         self._timeout = timeout
         self._fail_open = fail_open
+        self._throttle = LogThrottle()
         self._config = {
             "service": [f"{p.host}:{p.port}" for p in self._pools],
             "path": path_prefix,
@@ -127,12 +135,11 @@ class ExtAuth(Filter):
         return deny("ext_auth", "denied", status, answer.end_to_end_headers(), answer.body, flag=FLAG)
 
     def _error(self, why: str) -> LocalReply | None:
+        if self._throttle.allow():
+            answer = "let through (failOpen)" if self._fail_open else "refused with 403"
+            log.warning("ext_auth: no decision from the authorization service (%s): requests %s", why, answer)
         if self._fail_open:
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("ext_auth: no decision (%s): allowed, failOpen", why)
             return None
-        if log.isEnabledFor(logging.INFO):
-            log.info("ext_auth: no decision (%s): 403", why)
         return deny("ext_auth", "unavailable", 403, [], b"", flag=FLAG)
 
     def services(self) -> tuple:

@@ -20,7 +20,9 @@ reloads so a kept config keeps its warm connections.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
+import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -73,7 +75,7 @@ class Response:
 
 
 class _Connection:
-    __slots__ = ("reader", "writer", "loop", "reused")
+    __slots__ = ("loop", "reader", "reused", "writer")
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
@@ -82,10 +84,8 @@ class _Connection:
         self.reused = False
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # closing a dead transport must not raise
             self.writer.close()
-        except Exception:  # noqa: BLE001 - closing a dead transport must not raise
-            pass
 
 
 class _ReadNothing(ProtocolError):
@@ -317,6 +317,26 @@ def shared(key: Any, factory: Callable[[], Any]) -> Any:
         found = factory()
         _SHARED[key] = found
     return found
+
+
+class LogThrottle:
+    """At most one line per ``interval`` seconds for a failure that repeats on every
+    request while a service is down (the metric counts every one)."""
+
+    __slots__ = ("_next", "interval", "suppressed")
+
+    def __init__(self, interval: float = 10.0) -> None:
+        self.interval = interval
+        self._next = 0.0
+        self.suppressed = 0
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        if now < self._next:
+            self.suppressed += 1
+            return False
+        self._next = now + self.interval
+        return True
 
 
 def default_tls() -> ssl.SSLContext:

@@ -48,6 +48,7 @@ from meshgate.filters.security.base import deny
 from meshgate.filters.security.http_client import (
     ConnectionPool,
     HTTPClientError,
+    LogThrottle,
     default_tls,
     shared,
 )
@@ -269,7 +270,10 @@ def _header_value(value: Any) -> str | None:
 
 
 class Introspection(Filter):
-    __slots__ = ("_introspector", "_source", "_required", "_claim_headers", "_unavailable", "_consumers", "_namespace", "_config")
+    __slots__ = (
+        "_claim_headers", "_config", "_consumers", "_introspector", "_namespace", "_required", "_source",
+        "_throttle", "_unavailable",
+    )
     name = "OAuth2Introspection"
 
     def __init__(
@@ -289,6 +293,7 @@ class Introspection(Filter):
         self._unavailable = unavailable_status
         self._consumers = consumers
         self._namespace = namespace
+        self._throttle = LogThrottle()
         self._config = {
             "endpoint": introspector.endpoint,
             "requiredScopes": list(self._required),
@@ -307,8 +312,8 @@ class Introspection(Filter):
         try:
             claims = await intro.lookup(token)
         except Unavailable as exc:
-            if log.isEnabledFor(logging.INFO):
-                log.info("oauth2 introspection unavailable: %s", exc)
+            if self._throttle.allow():
+                log.warning("oauth2 introspection unavailable (%s): answering %d", exc, self._unavailable)
             if self._unavailable == 401:
                 return deny(METHOD, "unavailable", 401, [("www-authenticate", "Bearer")])
             return deny(METHOD, "unavailable", self._unavailable)

@@ -52,11 +52,11 @@ async def service():
     await svc.stop()
 
 
-def ext_auth(svc, **kw) -> ExtAuth:  # noqa: ANN001
+def ext_auth(svc, **kw) -> ExtAuth:
     return ExtAuth([ConnectionPool("127.0.0.1", svc.port)], **kw)
 
 
-def sent(svc) -> dict:  # noqa: ANN001
+def sent(svc) -> dict:
     (check,) = svc.requests
     return {"method": check["method"], "target": check["target"], "headers": dict(check["headers"])}
 

@@ -15,20 +15,21 @@ from meshgate.filters.security.http_client import (
     CallTimeout,
     ConnectError,
     ConnectionPool,
+    LogThrottle,
     ProtocolError,
     shared,
 )
 
 
 @contextlib.asynccontextmanager
-async def raw_server(answer):  # noqa: ANN001
+async def raw_server(answer):
     """A server that reads each request and writes ``answer(n, request)``: bytes; a
     1-tuple of bytes, then close; a float, seconds to stall; None: close at once.
     n counts requests on the server."""
     count = 0
     connections = 0
 
-    async def serve(reader, writer):  # noqa: ANN001
+    async def serve(reader, writer):
         nonlocal count, connections
         connections += 1
         try:
@@ -73,7 +74,7 @@ def ok(body: bytes = b"hello", extra: str = "") -> bytes:
 async def test_keep_alive_reuses_one_connection_and_repr_tells() -> None:
     seen = []
 
-    def answer(n, request):  # noqa: ANN001
+    def answer(n, request):
         seen.append(request)
         return ok(b"n=%d" % n)
 
@@ -101,7 +102,7 @@ async def test_post_body_is_framed_by_content_length() -> None:
 async def test_idle_connection_the_server_drops_is_retried_once_on_a_fresh_one() -> None:
     # The keep-alive race: the server closes an idle connection just as the next call
     # is written on it. Nothing was answered, so the call goes again on a new one.
-    def answer(n, request):  # noqa: ANN001
+    def answer(n, request):
         return None if n == 2 else ok(b"n=%d" % n)
 
     async with raw_server(answer) as srv:
@@ -186,3 +187,9 @@ def test_shared_returns_the_live_object_for_a_key_and_a_new_one_once_stopped() -
     a.stop()
     b = shared(("test-pool", 1), lambda: ConnectionPool("127.0.0.1", 1))
     assert b is not a
+
+
+def test_log_throttle_lets_one_line_through_per_interval() -> None:
+    throttle = LogThrottle(interval=60)
+    assert [throttle.allow() for _ in range(5)] == [True, False, False, False, False]
+    assert throttle.suppressed == 4

@@ -75,7 +75,7 @@ async def server():
     await svc.stop()
 
 
-def introspector(server, clock: Clock, **kw) -> Introspector:  # noqa: ANN001
+def introspector(server, clock: Clock, **kw) -> Introspector:
     settings = {
         "client_id": CLIENT_ID,
         "client_secret": SECRET,
@@ -88,7 +88,7 @@ def introspector(server, clock: Clock, **kw) -> Introspector:  # noqa: ANN001
     return Introspector(f"{server.url}/oauth2/introspect", clock=clock, **settings)
 
 
-def challenge(reply) -> str:  # noqa: ANN001
+def challenge(reply) -> str:
     return dict(reply.headers).get("www-authenticate")
 
 
@@ -205,7 +205,7 @@ async def test_server_errors_and_non_json_answers_are_unavailable_and_not_cached
 
 
 async def test_endpoint_timeout_is_unavailable_within_the_deadline(server) -> None:
-    async def stall(*_a):  # noqa: ANN002, ANN202
+    async def stall(*_a):
         await asyncio.sleep(5)
 
     server.handle = stall
