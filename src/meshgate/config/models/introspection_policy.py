@@ -14,7 +14,13 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, model_validator
 
-from meshgate.config.models.meta import Duration, FieldError, HeaderName, ResourceBase, Strict
+from meshgate.config.models.meta import (
+    Duration,
+    FieldError,
+    HeaderName,
+    ResourceBase,
+    Strict,
+)
 from meshgate.config.models.policy_common import Section, TargetedSpec, positive
 from meshgate.config.models.refs import SecretObjectReference
 
