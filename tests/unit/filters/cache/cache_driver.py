@@ -50,6 +50,12 @@ class Origin:
     calls: int = 0
     seen: list[Headers] = field(default_factory=list)
     answer: object = None  # optional fn(request headers) -> (status, headers, body)
+    gate: object = None  # optional asyncio.Event every upstream request waits for
+
+    async def fetch(self, headers: Headers):  # noqa: ANN201
+        if self.gate is not None:
+            await self.gate.wait()
+        return self(headers)
 
     def __call__(self, headers: Headers):
         self.calls += 1
@@ -76,7 +82,7 @@ class Driver:
             self.cache.on_response(ctx, head)
             return Result(head.status, head.headers, reply.body)
         sent = ctx.headers.copy()
-        status, fields, body = self.origin(sent)
+        status, fields, body = await self.origin.fetch(sent)
         head = ResponseHead(status, "", Headers.from_pairs(fields))
         if "date" not in head.headers:  # origins send their clock's Date
             head.headers.add("date", format_http_date(self.clock.now))

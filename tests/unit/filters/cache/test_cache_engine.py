@@ -1,0 +1,185 @@
+"""The cache filter on a real Engine: a compiled rule with the filter on it, in front
+of a small asyncio upstream whose answers the tests choose, requests from httpx."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from dataclasses import replace
+
+import httpx
+import pytest
+
+from meshgate.config.compile import compile_snapshot
+from meshgate.config.loader import load_texts
+from meshgate.filters.cache import CacheFilter, MemoryStore
+from meshgate.proxy.engine import Engine
+
+
+class Upstream:
+    """Answers ``self.answers[path]`` = (status, [(name, value)], body); counts requests
+    per path and keeps the last request's fields."""
+
+    def __init__(self) -> None:
+        self.answers: dict[str, tuple[int, list, bytes]] = {}
+        self.counts: dict[str, int] = {}
+        self.last: dict[str, str] = {}
+        self.delay = 0.0
+
+    async def start(self) -> Upstream:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                method, target, _ = lines[0].split(" ")
+                self.last = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:] if line)}
+                self.counts[target] = self.counts.get(target, 0) + 1
+                if self.delay:
+                    await asyncio.sleep(self.delay)
+                status, fields, body = self.answers.get(target, (200, [("cache-control", "max-age=60")], b"body of " + target.encode()))
+                if callable(body):
+                    status, fields, body = body(self.last)
+                out = b"HTTP/1.1 %d X\r\n" % status + b"".join(b"%s: %s\r\n" % (n.encode(), v.encode()) for n, v in fields)
+                if status not in (204, 304):
+                    out += b"content-length: %d\r\n" % len(body)
+                out += b"\r\n" + (body if method != "HEAD" and status not in (204, 304) else b"")
+                writer.write(out)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+
+def config(gateway_port: int, upstream_port: int) -> str:
+    return f"""
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw}}
+spec:
+  gatewayClassName: meshgate
+  listeners: [{{name: http, port: {gateway_port}, protocol: HTTP}}]
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: Backend
+metadata: {{name: up}}
+spec:
+  endpoints: [{{ip: {{address: 127.0.0.1, port: {upstream_port}}}}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: r}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules:
+    - backendRefs: [{{group: gateway.envoyproxy.io, kind: Backend, name: up}}]
+"""
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+@pytest.fixture
+async def setup():
+    upstream = await Upstream().start()
+    port = free_port()
+    loaded = load_texts([("c.yaml", config(port, upstream.port))])
+    assert not loaded.errors
+    snapshot = compile_snapshot(loaded.resources)
+    cache = CacheFilter("default/cache", MemoryStore(1000, 1 << 24), max_object_bytes=4096)
+    (match,) = snapshot.ports[port].default_listener.any_host.matches
+    object.__setattr__(match, "rule", replace(match.rule, filters=(cache,)))
+    engine = Engine(bind="127.0.0.1")
+    await engine.apply(snapshot)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        yield client, upstream, cache
+    await engine.drain(0.1)
+    upstream.server.close()
+
+
+async def test_a_second_request_is_a_hit_and_never_reaches_the_upstream(setup):
+    client, upstream, _ = setup
+    first = await client.get("/a")
+    second = await client.get("/a")
+    assert (first.headers["x-cache"], second.headers["x-cache"]) == ("MISS", "HIT")
+    assert second.content == b"body of /a" and second.headers["content-length"] == "10"
+    assert second.headers["age"] == "0" and upstream.counts["/a"] == 1
+    head = await client.head("/a")
+    assert (head.status_code, head.headers["x-cache"], head.content) == (200, "HIT", b"")
+
+
+async def test_concurrent_misses_reach_the_upstream_once(setup):
+    client, upstream, _ = setup
+    upstream.delay = 0.1
+    results = await asyncio.gather(*(client.get("/c") for _ in range(10)))
+    assert upstream.counts["/c"] == 1
+    assert sorted(r.headers["x-cache"] for r in results) == ["HIT"] * 9 + ["MISS"]
+
+
+async def test_a_conditional_request_to_a_fresh_entry_gets_304_from_the_cache(setup):
+    client, upstream, _ = setup
+    upstream.answers["/e"] = (200, [("cache-control", "max-age=60"), ("etag", '"v1"')], b"tagged")
+    await client.get("/e")
+    r = await client.get("/e", headers={"if-none-match": '"v1"'})
+    assert (r.status_code, r.content, r.headers["etag"], upstream.counts["/e"]) == (304, b"", '"v1"', 1)
+
+
+async def test_stale_if_error_answers_the_stored_response_when_the_upstream_fails(setup):
+    client, upstream, cache = setup
+    upstream.answers["/s"] = (200, [("cache-control", "max-age=1, stale-if-error=60")], b"good")
+    await client.get("/s")
+    cache.clock = lambda: __import__("time").time() + 5  # five seconds later: stale
+    upstream.answers["/s"] = (503, [], b"down")
+    r = await client.get("/s")
+    assert (r.status_code, r.content, r.headers["x-cache"]) == (200, b"good", "STALE")
+
+
+async def test_a_stale_entry_is_fetched_again(setup):
+    client, upstream, cache = setup
+    upstream.answers["/x"] = (200, [("cache-control", "max-age=1"), ("etag", '"v1"')], b"one")
+    await client.get("/x")
+    cache.clock = lambda: __import__("time").time() + 5
+    upstream.answers["/x"] = (200, [("cache-control", "max-age=60"), ("etag", '"v2"')], b"two")
+    r = await client.get("/x")
+    assert (r.content, r.headers["x-cache"], upstream.counts["/x"]) == (b"two", "EXPIRED", 2)
+    assert (await client.get("/x")).content == b"two"
+
+
+async def test_a_clients_conditional_request_revalidates_a_stale_entry(setup):
+    client, upstream, cache = setup
+
+    def answer(request):  # noqa: ANN001, ANN202
+        if request.get("if-none-match") == '"v1"':
+            return 304, [("cache-control", "max-age=60"), ("etag", '"v1"')], b""
+        return 200, [("cache-control", "max-age=1"), ("etag", '"v1"')], b"one"
+
+    upstream.answers["/v"] = (0, [], answer)
+    await client.get("/v")
+    cache.clock = lambda: __import__("time").time() + 5
+    r = await client.get("/v", headers={"if-none-match": '"v1"'})
+    assert (r.status_code, r.headers["x-cache"]) == (304, "REVALIDATED")
+    r = await client.get("/v")
+    assert (r.status_code, r.content, r.headers["x-cache"], upstream.counts["/v"]) == (200, b"one", "HIT", 2)
+
+
+async def test_post_passes_through_and_invalidates(setup):
+    client, upstream, _ = setup
+    await client.get("/p")
+    await client.post("/p", content=b"change")
+    assert (await client.get("/p")).headers["x-cache"] == "MISS"
+    assert upstream.counts["/p"] == 3
+
+
+async def test_a_response_over_the_body_limit_is_refused_by_the_engine(setup):
+    # The engine's body-hook limit: documented in docs/cache.md (maxObjectBytes).
+    client, upstream, _ = setup
+    upstream.answers["/big"] = (200, [], b"x" * 5000)
+    assert (await client.get("/big")).status_code == 502
