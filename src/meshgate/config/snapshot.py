@@ -319,6 +319,11 @@ class PortRouter:
     exact_listeners: dict[str, ListenerRoutes]
     wildcard_listeners: tuple[tuple[str, ListenerRoutes], ...]  # longest first
     default_listener: ListenerRoutes | None  # the listener with no hostname
+    # HTTPS: the SNI table the socket's TLS context consults (tls.sni.PortTLS); None: HTTP.
+    tls: Any = None
+    # Limits of the port's connections (its listeners' ClientTrafficPolicy applied);
+    # None: Snapshot.limits. On HTTPS, the SNI-selected listener's own limits win.
+    limits: Limits | None = None
 
     def select(self, host: str) -> ListenerRoutes | None:
         return _most_specific(
@@ -359,6 +364,10 @@ class Limits:
     upstream_connect_timeout: float = 5.0
     upstream_idle_timeout: float = 60.0  # pooled connection unused for this is closed
     drain_timeout: float = 20.0  # graceful shutdown deadline
+    # Per listener (ClientTrafficPolicy):
+    request_timeout: float = 0.0  # whole request must arrive in this -> 408; 0 = no limit
+    buffer_limit: int = 256 * 1024  # request body buffered before reading pauses
+    xff_trusted_hops: int = 0  # client address: this many from the right of X-Forwarded-For
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,6 @@ that fails anywhere leaves the running snapshot untouched.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,9 +25,7 @@ def build_snapshot(
     result = load_paths(paths)
     if result.errors:
         raise ConfigInvalid(result.errors)
-    snapshot = compile_snapshot(result.resources, gateways=gateways)
-    if limits is not None:
-        snapshot = dataclasses.replace(snapshot, limits=limits)
+    snapshot = compile_snapshot(result.resources, gateways=gateways, limits=limits)
     return snapshot, result.warnings
 
 

@@ -10,11 +10,17 @@ wait in a queue and reading pauses.
 
 A malformed request never reaches the handler: the client gets the status the error
 carries and the connection closes.
+
+On HTTPS ports the transport hands over a finished handshake: ``connection_made`` asks
+``tls.sni.accept`` which listener SNI selected (its limits then apply to the
+connection) and whether that listener's own TLS rules are met, and keeps the session
+facts for every request's ``ctx.tls``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import time
 from collections import deque
 from typing import Any
@@ -26,6 +32,7 @@ from meshgate.http.headers import Headers
 from meshgate.http.paths import InvalidTarget, parse_host, parse_target
 from meshgate.proxy.context import RequestContext
 from meshgate.proxy.errors import reason_phrase
+from meshgate.tls.sni import accept as accept_tls
 
 
 class BadRequest(Exception):
@@ -68,6 +75,8 @@ class ServerProtocol(asyncio.Protocol):
         self.pending: deque = deque()
         self._deadline = 0.0  # loop.time() when the current timeout fires; 0: none
         self._timer_kind = ""
+        self._message_start = 0.0  # loop.time() of the request's first byte (request_timeout)
+        self.tls = None  # tls.sni.TLSInfo on HTTPS
 
     # -- connection lifecycle ------------------------------------------------------
 
@@ -76,6 +85,16 @@ class ServerProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if peer:
             self.client_ip, self.client_port = peer[0], peer[1]
+        if self.scheme == "https":
+            accepted = accept_tls(transport.get_extra_info("ssl_object"))
+            if isinstance(accepted, str):
+                # The SNI-selected listener's own version range or client-certificate
+                # rule is not met (the port's socket accepts the widest of its listeners).
+                self.closing = True
+                transport.close()
+                return
+            listener, self.tls = accepted
+            self.limits = listener.limits
         self.handler.connection_opened(self)
         self._arm_timer("header", self.limits.header_timeout)
 
@@ -161,6 +180,12 @@ class ServerProtocol(asyncio.Protocol):
                 self.close()  # idle before any byte of a request: just close
         elif self._timer_kind == "idle":
             self.close()
+        elif self._timer_kind == "request":
+            # requestReceivedTimeout: the body is still arriving. Once the response has
+            # begun the timer no longer applies (Envoy's rule).
+            ex = self._receiving
+            if ex is not None and not ex.head_sent:
+                self.reject(408, "request receive timeout")
 
     # -- httptools callbacks -------------------------------------------------------
 
@@ -173,6 +198,8 @@ class ServerProtocol(asyncio.Protocol):
         self._content_length = None
         self._transfer_encoding = None
         self._expect_continue = False
+        if self.limits.request_timeout:
+            self._message_start = self.loop.time()
         if self._timer_kind != "header" or not self._deadline:
             self._arm_timer("header", self.limits.header_timeout)
 
@@ -237,7 +264,8 @@ class ServerProtocol(asyncio.Protocol):
                 raise BadRequest(400, "chunked applied more than once")
             chunked = True
         content_length = int(self._content_length) if self._content_length is not None else 0
-        max_body = self.limits.max_body_bytes
+        limits = self.limits
+        max_body = limits.max_body_bytes
         if max_body and content_length > max_body:
             raise BadRequest(413, "request body too large")
         if self._host_count > 1:
@@ -270,6 +298,9 @@ class ServerProtocol(asyncio.Protocol):
         host = parse_host(authority) if authority else ""
         if host is None:
             raise BadRequest(400, "invalid host")
+        client_ip = self.client_ip
+        if limits.xff_trusted_hops:
+            client_ip = client_address(self._headers, limits.xff_trusted_hops, client_ip)
         ctx = RequestContext(
             method,
             target,
@@ -280,14 +311,20 @@ class ServerProtocol(asyncio.Protocol):
             authority,
             self.scheme,
             version,
-            self.client_ip,
+            client_ip,
             self.client_port,
             self.listener_port,
             "",
             time.monotonic(),
         )
+        if client_ip is not self.client_ip:
+            ctx.peer_ip = self.client_ip
+        ctx.tls = self.tls
         keep_alive = parser.should_keep_alive()
         has_body = chunked or content_length > 0
+        if has_body and limits.request_timeout:
+            self._timer_kind = "request"
+            self._deadline = self._message_start + limits.request_timeout
         exchange = self.handler.new_exchange(self, ctx, chunked, content_length, keep_alive)
         exchange.expect_continue = self._expect_continue
         self._receiving = exchange
@@ -308,6 +345,8 @@ class ServerProtocol(asyncio.Protocol):
             ex.on_request_body(body)
 
     def on_message_complete(self) -> None:
+        if self._timer_kind == "request":
+            self._cancel_timer()
         ex = self._receiving
         if ex is not None:
             self._receiving = None
@@ -391,3 +430,21 @@ class ServerProtocol(asyncio.Protocol):
         self._cancel_timer()
         if self.transport is not None:
             self.transport.abort()
+
+
+def client_address(headers: list[tuple[str, str]], hops: int, peer: str) -> str:
+    """Envoy's rule with ``xff_num_trusted_hops``: the ``hops``-th address from the right
+    of X-Forwarded-For (all its lines, in order); the peer address when there are fewer
+    addresses than that or the one found is not an IP address."""
+    addresses: list[str] = []
+    for name, value in headers:
+        if name == "x-forwarded-for":
+            addresses.extend(a.strip() for a in value.split(","))
+    if len(addresses) < hops:
+        return peer
+    candidate = addresses[-hops]
+    try:
+        ipaddress.ip_address(candidate)
+    except ValueError:
+        return peer
+    return candidate

@@ -55,6 +55,7 @@ class RequestContext:
         "scheme",
         "http_version",
         "client_ip",
+        "peer_ip",
         "client_port",
         "listener_port",
         "request_id",
@@ -102,7 +103,11 @@ class RequestContext:
         self.authority = authority  # Host header as received
         self.scheme = scheme  # "http" | "https"
         self.http_version = http_version  # "1.1" | "1.0"
+        # The client's address: the TCP peer, or what X-Forwarded-For says when the
+        # listener trusts proxies in front of it (ClientTrafficPolicy numTrustedHops).
+        # Logs, rate limits and authorization read this one.
         self.client_ip = client_ip
+        self.peer_ip = client_ip  # the TCP peer, always: appended to X-Forwarded-For
         self.client_port = client_port
         self.listener_port = listener_port
         self.request_id = request_id
@@ -126,7 +131,7 @@ class RequestContext:
         # headers) and by logs and metrics.
         self.consumer: str | None = None  # who is calling: a Consumer name or client id
         self.claims: dict[str, Any] | None = None  # verified JWT / introspection claims
-        self.tls: Any = None  # the client's TLS session facts (SNI, peer certificate)
+        self.tls: Any = None  # tls.sni.TLSInfo on HTTPS listeners: SNI, listener, peer certificate
 
     def target(self) -> str:
         """The request-target to send upstream: rewritten or normalized path + query."""

@@ -2,7 +2,9 @@
 
 ``Engine.apply(snapshot)`` swaps the snapshot reference (exchanges keep the one they
 started with), binds listeners for new ports and closes those for removed ports, and
-updates the upstream registry. ``Engine.drain()`` is graceful shutdown: stop accepting,
+updates the upstream registry. HTTPS ports are bound with a ``tls.sni.TLSFront``
+whose SNI table is swapped with the snapshot: new certificates serve the next
+handshake, established connections keep their session. ``Engine.drain()`` is graceful shutdown: stop accepting,
 close idle keep-alive connections, wait for in-flight exchanges with a deadline, then
 cut what is left.
 """
@@ -24,6 +26,7 @@ from meshgate.telemetry.access_log import AccessLog
 from meshgate.filters.ratelimit.reply import sync_ratelimit_counters
 from meshgate.filters.security.base import sync_auth_failures
 from meshgate.telemetry.metrics import Metrics
+from meshgate.tls.sni import TLSFront
 from meshgate.upstream.registry import UpstreamRegistry
 
 log = logging.getLogger("meshgate.engine")
@@ -54,6 +57,7 @@ class Engine:
         synced_rate_limits: dict = {}
         self.metrics.collectors.append(lambda m: sync_ratelimit_counters(m, synced_rate_limits))
         self.servers: dict[int, asyncio.base_events.Server] = {}
+        self.tls_fronts: dict[int, TLSFront] = {}  # HTTPS ports: what their SNI callback reads
         self.connections: set[ServerProtocol] = set()
         self.draining = False
         self.limits = Limits()
@@ -69,10 +73,19 @@ class Engine:
         """Make ``snapshot`` the active config. Raises OSError if a port cannot bind,
         leaving the previous snapshot active."""
         wanted = set(snapshot.ports)
+        # A port that changes between HTTP and HTTPS is bound again, with(out) TLS.
+        for port in sorted(wanted & set(self.servers)):
+            if (snapshot.ports[port].tls is None) != (port not in self.tls_fronts):
+                self.servers.pop(port).close()
+                self.tls_fronts.pop(port, None)
         new_servers: dict[int, asyncio.base_events.Server] = {}
+        new_fronts: dict[int, TLSFront] = {}
         try:
             for port in sorted(wanted - set(self.servers)):
-                new_servers[port] = await self._listen(port)
+                table = snapshot.ports[port].tls
+                if table is not None:
+                    new_fronts[port] = TLSFront(table)
+                new_servers[port] = await self._listen(port, new_fronts.get(port))
         except OSError:
             for server in new_servers.values():
                 server.close()
@@ -82,6 +95,10 @@ class Engine:
         self.upstreams.apply(snapshot.clusters, snapshot.limits)
         previous = self.snapshot
         self.snapshot = snapshot
+        for port, front in self.tls_fronts.items():
+            if port in wanted:
+                front.update(snapshot.ports[port].tls)
+        self.tls_fronts.update(new_fronts)
         if previous is not None:
             kept = {id(s) for s in snapshot.services}
             for service in previous.services:
@@ -90,6 +107,7 @@ class Engine:
         self.servers.update(new_servers)
         for port in sorted(set(self.servers) - wanted):
             self.servers.pop(port).close()
+            self.tls_fronts.pop(port, None)
         if self._sweeper is None:
             self._schedule_sweep()
 
@@ -112,10 +130,17 @@ class Engine:
             if isinstance(result, Exception):
                 log.warning("a background service failed to start: %s", result)
 
-    async def _listen(self, port: int) -> asyncio.base_events.Server:
+    async def _listen(self, port: int, front: TLSFront | None = None) -> asyncio.base_events.Server:
+        scheme = "http" if front is None else "https"
+
         def factory() -> ServerProtocol:
-            # Limits are read per connection, so a reload's limits apply to new ones.
-            return ServerProtocol(self, port, self.limits)
+            # Limits are read per connection (the port's, its ClientTrafficPolicy
+            # applied), so a reload's limits apply to new ones. On HTTPS the listener
+            # SNI selects replaces them once the handshake is done.
+            snapshot = self.snapshot
+            router = snapshot.ports.get(port) if snapshot is not None else None
+            limits = router.limits if router is not None and router.limits is not None else self.limits
+            return ServerProtocol(self, port, limits, scheme)
 
         return await self.loop.create_server(
             factory,
@@ -124,6 +149,8 @@ class Engine:
             reuse_address=True,
             reuse_port=self.reuse_port or None,
             backlog=2048,
+            ssl=front.context if front is not None else None,
+            ssl_handshake_timeout=self.limits.header_timeout if front is not None else None,
         )
 
     def _schedule_sweep(self) -> None:

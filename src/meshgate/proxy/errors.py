@@ -45,6 +45,17 @@ class NoRoute(ProxyError):
     detail = "no route matched"
 
 
+class MisdirectedRequest(ProxyError):
+    """On HTTPS, the Host header names a listener other than the one the TLS handshake
+    (SNI) selected: the connection's certificate and TLS settings are not that
+    listener's (RFC 9110 15.5.20). Envoy flags it NR too: no route for this connection."""
+
+    status = 421
+    flag = "NR"
+    source = "downstream"
+    detail = "misdirected request: this connection was established for another host"
+
+
 class InvalidBackend(ProxyError):
     """The rule's backendRef did not resolve (missing, unknown kind, not permitted)."""
 

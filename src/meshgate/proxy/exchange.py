@@ -27,6 +27,7 @@ from meshgate.proxy.errors import (
     DownstreamDisconnected,
     DownstreamProtocolError,
     InvalidBackend,
+    MisdirectedRequest,
     NoHealthyUpstream,
     NoRoute,
     PayloadTooLarge,
@@ -46,7 +47,6 @@ if TYPE_CHECKING:
     from meshgate.proxy.engine import Engine
     from meshgate.upstream.connection import UpstreamConnection
 
-_BODY_HIGH_WATER = 256 * 1024
 _REPLAY_LIMIT = 64 * 1024  # request bodies up to this are kept for retries and mirrors
 _NO_BODY_STATUS = frozenset((204, 304))
 
@@ -270,7 +270,7 @@ class Exchange(CoroutinePath):
             if self.body_buf_len > self.buffer_limit and not self.fail_now(PayloadTooLarge()):
                 self.proto.abort()
             return
-        if self.body_buf_len > _BODY_HIGH_WATER:
+        if self.body_buf_len > self.proto.limits.buffer_limit:
             self.proto.pause_reading("body")
 
     def on_request_end(self) -> None:
@@ -445,6 +445,11 @@ class Exchange(CoroutinePath):
         ctx = self.ctx
         listener, table = self.snapshot.tables_for(ctx.listener_port, ctx.host)
         if listener is not None:  # known even when no rule matches (404 by listener)
+            tls = ctx.tls
+            if tls is not None and (listener.listener != tls.listener or listener.gateway != tls.gateway):
+                ctx.gateway = tls.gateway
+                ctx.listener = tls.listener
+                raise MisdirectedRequest()
             ctx.gateway = listener.gateway
             ctx.listener = listener.listener
         if table is None:

@@ -85,7 +85,7 @@ def upstream_request_head(ctx: RequestContext, chunked: bool, length: int, span=
         out.append(f"x-request-id: {request_id}\r\n")
     ctx.request_id = request_id
     out.append(
-        f"x-forwarded-for: {ctx.client_ip if xff is None else xff + ', ' + ctx.client_ip}\r\n"
+        f"x-forwarded-for: {ctx.peer_ip if xff is None else xff + ', ' + ctx.peer_ip}\r\n"
         f"x-forwarded-proto: {ctx.scheme}\r\n"
     )
     if ctx.authority:

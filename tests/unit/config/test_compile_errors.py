@@ -82,14 +82,25 @@ def test_selecting_an_undefined_gateway_is_an_error():
     assert "no such Gateway" in err.message
 
 
-def test_https_listener_is_not_supported_yet():
+def test_https_listener_with_a_missing_certificate_is_invalid():
     listeners = """  - name: https
     port: 443
     protocol: HTTPS
     tls: {certificateRefs: [{name: cert}]}"""
     (err,) = errors_of(gateway("tls", listeners))
+    assert err.path == "spec.listeners[0].tls.certificateRefs[0]"
+    assert err.message == "ResolvedRefs=False (InvalidCertificateRef): Secret default/cert not found"
+
+
+def test_tls_listener_is_not_supported_yet():
+    listeners = """  - name: tls
+    port: 443
+    protocol: TLS
+    tls: {mode: Passthrough}"""
+    (err,) = errors_of(gateway("tls", listeners))
     assert err.path == "spec.listeners[0].protocol"
-    assert err.message.startswith("protocol HTTPS is not supported yet")
+    assert err.message.startswith("protocol TLS is not supported yet")
+    assert "TLSRoute" in err.message
 
 
 HTTP_GW = gateway("gw", "  - {name: http, port: 80, protocol: HTTP}")

@@ -83,7 +83,8 @@ def test_conformance_base_warns_once_per_skipped_document():
     assert f'{BASE}:7: skipping apps/v1 Deployment "infra-backend-v1": meshgate does not serve this kind' in (
         result.warnings
     )
-    assert any('skipping v1 ConfigMap "coredns"' in w for w in result.warnings)
+    # ConfigMaps are served (CA bundles for client certificate validation).
+    assert any(r.key == ("ConfigMap", "gateway-conformance-infra", "coredns") for r in result.resources)
     gateway = next(r for r in result.resources if r.key == ("Gateway", "gateway-conformance-infra", "same-namespace"))
     assert gateway.document == 2
     assert gateway.obj.spec.gatewayClassName == "{GATEWAY_CLASS_NAME}"
@@ -178,8 +179,8 @@ def test_kinds_meshgate_does_not_serve_are_skipped_with_one_warning_each():
         metadata: {name: g}
         spec: {}
         ---
-        apiVersion: gateway.envoyproxy.io/v1alpha1
-        kind: ClientTrafficPolicy
+        apiVersion: gateway.networking.k8s.io/v1alpha2
+        kind: TCPRoute
         metadata: {name: p}
         spec: {}
         """
@@ -190,7 +191,7 @@ def test_kinds_meshgate_does_not_serve_are_skipped_with_one_warning_each():
         'f.yaml:1: skipping apps/v1 Deployment "api": meshgate does not serve this kind',
         'f.yaml:2: skipping gateway.networking.k8s.io/v1 GatewayClass "meshgate": meshgate does not serve this kind',
         'f.yaml:3: skipping gateway.networking.k8s.io/v1 GRPCRoute "g": not supported yet',
-        'f.yaml:4: skipping gateway.envoyproxy.io/v1alpha1 ClientTrafficPolicy "p": not supported yet',
+        'f.yaml:4: skipping gateway.networking.k8s.io/v1alpha2 TCPRoute "p": not supported yet',
     ]
 
 

@@ -4,7 +4,8 @@
 own module: served Gateways and listeners (``listeners``), HTTPRoute rules, attachment
 and precedence-ordered tables (``routes``), backendRefs to clusters (``backends``),
 filters (``filters``), policy attachment (``attachment``), BackendTrafficPolicy
-mapping (``traffic``), SecurityPolicy filters (``security``, through ``refs``).
+mapping (``traffic``), SecurityPolicy filters (``security``, through ``refs``),
+HTTPS certificates and ClientTrafficPolicy per listener (``tls``).
 Everything that makes a config unservable is collected and raised together as
 ``ConfigInvalid``; what the Gateway API reports as a status condition (a parent that
 does not exist or does not allow the route, a backend that does not resolve, a policy
@@ -40,9 +41,10 @@ from meshgate.config.compile.routes import (
     describe_listener_routes,
 )
 from meshgate.config.compile.security import SecurityGuards
+from meshgate.config.compile.tls import ClientPolicies, compile_listener_clients
 from meshgate.config.compile.traffic import TrafficPolicies
 from meshgate.config.errors import ConfigInvalid
-from meshgate.config.snapshot import Snapshot
+from meshgate.config.snapshot import Limits, Snapshot
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -59,9 +61,13 @@ __all__ = [
 
 
 def compile_snapshot(
-    resources: Iterable[LoadedResource], *, gateways: set[str] | None = None
+    resources: Iterable[LoadedResource],
+    *,
+    gateways: set[str] | None = None,
+    limits: Limits | None = None,
 ) -> Snapshot:
-    """Build the Snapshot that serves the Gateways in ``gateways`` ("ns/name"; None = all).
+    """Build the Snapshot that serves the Gateways in ``gateways`` ("ns/name"; None = all),
+    with ``limits`` (the command line's) as every listener's defaults.
 
     Raises ``ConfigInvalid`` with every error when the config cannot be served.
     """
@@ -80,6 +86,11 @@ def compile_snapshot(
     routes = [compile_route(res, resolver, errors) for res in inputs.of_kind("HTTPRoute")]
     traffic = TrafficPolicies(inputs)
     security = SecurityGuards(inputs, resolver, errors)
+    base_limits = limits if limits is not None else Limits()
+    client_policies = ClientPolicies(inputs, resolver, errors)
+    clients = compile_listener_clients(listeners, client_policies, inputs, resolver, errors, base_limits)
+    for lst in listeners:
+        lst.extra = clients.describe.get(lst.key, {})
 
     route_dump: dict[str, Any] = {}
     by_listener: dict[str, list[Attachment]] = {lst.key: [] for lst in listeners}
@@ -101,7 +112,7 @@ def compile_snapshot(
         raise ConfigInvalid(errors.errors)
 
     compiled = [build_listener_routes(lst, by_listener[lst.key]) for lst in listeners]
-    ports = build_port_routers(compiled)
+    ports = build_port_routers(compiled, clients.port_tls, clients.port_limits)
     clusters = {name: resolver.clusters[name] for name in sorted(used_clusters)}
     version = snapshot_version(resources, gateways)
 
@@ -118,7 +129,11 @@ def compile_snapshot(
             for g in served
         ],
         "routes": route_dump,
-        "policies": {"BackendTrafficPolicy": traffic.dump(), **security.dump()},
+        "policies": {
+            "BackendTrafficPolicy": traffic.dump(),
+            "ClientTrafficPolicy": client_policies.dump(),
+            **security.dump(),
+        },
         "ports": {
             str(port): [describe_listener_routes(lr) for lr in compiled if lr.port == port]
             for port in ports
@@ -136,6 +151,7 @@ def compile_snapshot(
         version=version,
         ports=ports,
         clusters=clusters,
+        limits=base_limits,
         dump=dump,
         services=_services(att for atts in by_listener.values() for att in atts),
     )

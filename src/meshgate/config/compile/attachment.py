@@ -140,6 +140,17 @@ class PolicyIndex:
                 shadowed.overrides.add(f"{route_ns}/{route}")
         return found[0].policy
 
+    def for_gateway_listener(self, gateway: str, listener: str) -> Any:
+        """The policy for ``gateway``'s ("ns/name") ``listener``, for kinds that attach to
+        Gateways only (ClientTrafficPolicy): the listener's own, else the Gateway's."""
+        gw_ns, _, gw_name = gateway.partition("/")
+        own = self._slots.get((LISTENER, gw_ns, gw_name, listener))
+        whole = self._slots.get((GATEWAY, gw_ns, gw_name, None))
+        if own is not None and whole is not None and whole is not own:
+            whole.overrides.add(f"{gateway}/{listener}")
+        found = own or whole
+        return found.policy if found is not None else None
+
     def dump(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for key, status in self._status.items():

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from meshgate.config.loader import LoadedResource
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
-SUPPORTED_PROTOCOLS = frozenset({"HTTP"})
+SUPPORTED_PROTOCOLS = frozenset({"HTTP", "HTTPS"})
 
 # An effective hostname of "" stands for "any host" (the any_host table).
 ANY_HOST = ""
@@ -39,6 +39,7 @@ class ServedListener:
     model: Any  # the Listener model
     resource: LoadedResource
     attached_routes: set[str] = field(default_factory=set)
+    extra: dict[str, Any] = field(default_factory=dict)  # TLS and client policy, for the dump
 
     @property
     def key(self) -> str:
@@ -51,6 +52,7 @@ class ServedListener:
             "protocol": self.protocol,
             "hostname": self.hostname,
             "attachedRoutes": len(self.attached_routes),
+            **self.extra,
         }
 
 
@@ -100,7 +102,9 @@ def collect_listeners(gateways: list[LoadedResource], errors: ErrorSink) -> list
                 errors.add(
                     res,
                     ("spec", "listeners", i, "protocol"),
-                    f"protocol {model.protocol} is not supported yet (supported: HTTP)",
+                    f"protocol {model.protocol} is not supported yet (supported: HTTP, HTTPS"
+                    + ("; TLS passthrough needs TLSRoute, which meshgate does not serve yet)"
+                       if model.protocol == "TLS" else ")"),
                 )
                 continue
             listeners.append(listener)
@@ -228,8 +232,15 @@ def effective_hostnames(listener_host: str | None, route_hosts: list[str]) -> li
 # --- port routers ---------------------------------------------------------------------
 
 
-def build_port_routers(compiled: list[ListenerRoutes]) -> dict[int, PortRouter]:
-    """Group listeners by port; the Host header then picks the most specific one."""
+def build_port_routers(
+    compiled: list[ListenerRoutes],
+    port_tls: dict[int, Any] | None = None,
+    port_limits: dict[int, Any] | None = None,
+) -> dict[int, PortRouter]:
+    """Group listeners by port; the Host header then picks the most specific one (and on
+    HTTPS, SNI picks the certificate: ``port_tls``, see config/compile/tls.py)."""
+    port_tls = port_tls or {}
+    port_limits = port_limits or {}
     by_port: dict[int, list[ListenerRoutes]] = {}
     for lr in compiled:
         by_port.setdefault(lr.port, []).append(lr)
@@ -251,5 +262,7 @@ def build_port_routers(compiled: list[ListenerRoutes]) -> dict[int, PortRouter]:
             exact_listeners=exact,
             wildcard_listeners=tuple(wildcards),
             default_listener=default,
+            tls=port_tls.get(port),
+            limits=port_limits.get(port),
         )
     return routers

@@ -7,7 +7,8 @@
 from __future__ import annotations
 
 from meshgate.config.models.consumer import Consumer
-from meshgate.config.models.core import Namespace, Secret, Service
+from meshgate.config.models.client_traffic_policy import ClientTrafficPolicy
+from meshgate.config.models.core import ConfigMap, Namespace, Secret, Service
 from meshgate.config.models.discovery import EndpointSlice
 from meshgate.config.models.envoy import Backend
 from meshgate.config.models.gateway import Gateway
@@ -27,12 +28,14 @@ Resource = (
     Namespace
     | Service
     | Secret
+    | ConfigMap
     | EndpointSlice
     | Gateway
     | HTTPRoute
     | ReferenceGrant
     | Backend
     | BackendTrafficPolicy | SecurityPolicy | IntrospectionPolicy
+    | ClientTrafficPolicy
     | Consumer
 )
 
@@ -40,6 +43,7 @@ MODELS: dict[tuple[str, str], type[ResourceBase]] = {
     ("", "Namespace"): Namespace,
     ("", "Service"): Service,
     ("", "Secret"): Secret,
+    ("", "ConfigMap"): ConfigMap,
     ("discovery.k8s.io", "EndpointSlice"): EndpointSlice,
     ("gateway.networking.k8s.io", "Gateway"): Gateway,
     ("gateway.networking.k8s.io", "HTTPRoute"): HTTPRoute,
@@ -47,6 +51,7 @@ MODELS: dict[tuple[str, str], type[ResourceBase]] = {
     ("gateway.envoyproxy.io", "Backend"): Backend,
     ("gateway.envoyproxy.io", "BackendTrafficPolicy"): BackendTrafficPolicy,
     ("gateway.envoyproxy.io", "SecurityPolicy"): SecurityPolicy,
+    ("gateway.envoyproxy.io", "ClientTrafficPolicy"): ClientTrafficPolicy,
     ("meshgate.dev", "IntrospectionPolicy"): IntrospectionPolicy,
     ("meshgate.dev", "Consumer"): Consumer,
 }
@@ -57,7 +62,6 @@ NOT_SUPPORTED_YET: frozenset[tuple[str, str]] = frozenset(
         ("gateway.networking.k8s.io", "TCPRoute"),
         ("gateway.networking.k8s.io", "TLSRoute"),
         ("gateway.networking.k8s.io", "BackendTLSPolicy"),
-        ("gateway.envoyproxy.io", "ClientTrafficPolicy"),
     }
 )
 
@@ -72,6 +76,8 @@ __all__ = [
     "NOT_SUPPORTED_YET",
     "Backend",
     "BackendTrafficPolicy",
+    "ClientTrafficPolicy",
+    "ConfigMap",
     "Consumer",
     "EndpointSlice",
     "FieldError",

@@ -1,4 +1,4 @@
-"""Core Kubernetes kinds (``v1``): Namespace, Service, Secret.
+"""Core Kubernetes kinds (``v1``): Namespace, Service, Secret, ConfigMap.
 
 Only what meshgate reads is modelled, plus the fields users paste from ``kubectl get -o
 yaml`` that are harmless (they are accepted and documented as not used).
@@ -150,3 +150,18 @@ class Secret(ResourceBase):
         if key in self.data:
             return base64.b64decode("".join(self.data[key].split()))
         return None
+
+
+class ConfigMap(ResourceBase):
+    """A ConfigMap; meshgate reads CA bundles (`ca.crt`) from it, e.g. for client
+    certificate validation in a ClientTrafficPolicy."""
+
+    apiVersion: Literal["v1"] = Field(description="Always `v1`.")
+    kind: Literal["ConfigMap"] = Field(description="Always `ConfigMap`.")
+    data: dict[str, str] = Field(default_factory=dict, description="Values as plain text.")
+    binaryData: dict[str, str] = Field(
+        default_factory=dict, description="Values, base64-encoded; not read by meshgate yet."
+    )
+    immutable: bool | None = Field(
+        default=None, description="Accepted for kubectl compatibility; not used."
+    )
