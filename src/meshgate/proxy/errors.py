@@ -8,6 +8,8 @@ status the client gets and the Envoy-style response flag the access log shows.
 
 from __future__ import annotations
 
+from http import HTTPStatus
+
 from meshgate.proxy.context import LocalReply
 
 
@@ -157,6 +159,7 @@ _REASONS = {
     307: "Temporary Redirect",
     308: "Permanent Redirect",
     400: "Bad Request",
+    401: "Unauthorized",
     403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
@@ -177,7 +180,15 @@ _REASONS = {
 
 
 def reason_phrase(status: int) -> str:
-    return _REASONS.get(status, "Unknown")
+    """RFC 9110's reason phrase (the table's names win over older ones Python knows)."""
+    phrase = _REASONS.get(status)
+    if phrase is None:
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = "Unknown"
+        _REASONS[status] = phrase
+    return phrase
 
 
 def local_reply_for(error: ProxyError) -> LocalReply:
