@@ -1,7 +1,9 @@
-"""The admin listener: /ready, /healthz, /config_dump, /clusters, /metrics, POST /drain.
+"""The admin listener: /ready, /healthz, /config_dump, /clusters, /metrics, POST /drain,
+POST /cache/purge.
 
 Not on the request hot path, so it is a small asyncio-streams server; it reads the
-engine's state and never changes the data plane except through ``POST /drain``.
+engine's state and never changes the data plane except through ``POST /drain`` and
+``POST /cache/purge`` (stored responses only).
 """
 
 from __future__ import annotations
@@ -73,14 +75,17 @@ class AdminServer:
                 for line in head.split(b"\r\n")[1:]:
                     if line.lower().startswith(b"content-length:"):
                         length = int(line.split(b":", 1)[1].strip() or 0)
-                if length:
-                    await reader.readexactly(length)
+                payload = await reader.readexactly(length) if length else b""
                 close = b"connection: close" in head.lower()
                 path = target.split("?", 1)[0]
                 if path == "/metrics" and self.peers:
                     status, body, ctype = await self.summed_metrics()
                 elif path == "/stats":
                     status, body, ctype = await self.stats()
+                elif path == "/cache/purge":  # CachePolicy stores (filters/cache/purge.py)
+                    from meshgate.filters.cache.purge import handle_purge
+
+                    status, body, ctype = await handle_purge(method, payload)
                 elif path == "/internal/metrics_state" and internal:
                     state = self.engine.metrics.state()
                     status, body, ctype = 200, orjson.dumps(state), "application/json"

@@ -12,7 +12,8 @@ import pytest
 
 from meshgate.config.compile import compile_snapshot
 from meshgate.config.loader import load_texts
-from meshgate.filters.cache import CacheFilter, MemoryStore
+from meshgate.filters.cache import STORES, CacheFilter, MemoryStore
+from meshgate.proxy.admin import AdminServer
 from meshgate.proxy.engine import Engine
 
 
@@ -95,6 +96,7 @@ async def setup():
     assert not loaded.errors
     snapshot = compile_snapshot(loaded.resources)
     cache = CacheFilter("default/cache", MemoryStore(1000, 1 << 24), max_object_bytes=4096)
+    STORES[("default/cache", ("Memory",))] = cache.store  # as build() registers it
     (match,) = snapshot.ports[port].default_listener.any_host.matches
     object.__setattr__(match, "rule", replace(match.rule, filters=(cache,)))
     engine = Engine(bind="127.0.0.1")
@@ -103,6 +105,7 @@ async def setup():
         yield client, upstream, cache
     await engine.drain(0.1)
     upstream.server.close()
+    STORES.pop(("default/cache", ("Memory",)), None)
 
 
 async def test_a_second_request_is_a_hit_and_never_reaches_the_upstream(setup):
@@ -183,3 +186,23 @@ async def test_a_response_over_the_body_limit_is_refused_by_the_engine(setup):
     client, upstream, _ = setup
     upstream.answers["/big"] = (200, [], b"x" * 5000)
     assert (await client.get("/big")).status_code == 502
+
+
+async def test_the_admin_api_purges_by_url_and_prefix(setup):
+    client, upstream, cache = setup
+    admin = AdminServer(None, lambda: {"ready": True})
+    port = free_port()
+    await admin.start("127.0.0.1", port)
+    try:
+        for path in ("/k?x=1", "/dir/a", "/dir/b"):
+            await client.get(path)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as adm:
+            r = await adm.post("/cache/purge", json={"key": "127.0.0.1/k?x=1"})
+            assert (r.status_code, r.json()) == (200, {"purged": 1})
+            r = await adm.post("/cache/purge", json={"prefix": "/dir/"})
+            assert r.json() == {"purged": 2}
+            r = await adm.post("/cache/purge", json={"prefix": "dir"})
+            assert r.status_code == 400 and "starts with /" in r.json()["error"]
+        assert [(await client.get(p)).headers["x-cache"] for p in ("/k?x=1", "/dir/a")] == ["MISS", "MISS"]
+    finally:
+        admin.close()
