@@ -40,7 +40,13 @@ class BackendResolver:
         self.inputs = inputs
         self.clusters: dict[str, Cluster] = {}
 
-    def resolve(self, ref: Any, from_namespace: str, from_kind: str = "HTTPRoute") -> Resolution:
+    def resolve(
+        self,
+        ref: Any,
+        from_namespace: str,
+        from_kind: str = "HTTPRoute",
+        from_group: str = GATEWAY_GROUP,
+    ) -> Resolution:
         group = ref.group or ""
         kind = ref.kind or "Service"
         namespace = ref.namespace or from_namespace
@@ -55,7 +61,7 @@ class BackendResolver:
                 f"{ENVOY_GATEWAY_GROUP})",
             )
         if namespace != from_namespace and not self.grant_allows(
-            from_namespace, from_kind, namespace, group, kind, name
+            from_namespace, from_kind, namespace, group, kind, name, from_group
         ):
             return Resolution(
                 None,

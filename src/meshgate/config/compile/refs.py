@@ -96,7 +96,7 @@ class PolicyRefs:
     def backend_endpoints(self, ref: Any, path: Path) -> list[Endpoint] | None:
         """The endpoints of a backendRef (Service with port, or Envoy Gateway Backend),
         or None after recording why it does not resolve."""
-        resolution = self.resolver.resolve(ref, self.namespace, self.res.kind)
+        resolution = self.resolver.resolve(ref, self.namespace, self.res.kind, self.group)
         if resolution.cluster is None:
             self.error(path, resolution.message)
             return None
