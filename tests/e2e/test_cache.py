@@ -11,7 +11,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from harness import EchoServer, Gateway, free_port, gateway_doc, prefix_rule, route_doc, service_docs
+from harness import (
+    EchoServer,
+    Gateway,
+    free_port,
+    gateway_doc,
+    prefix_rule,
+    route_doc,
+    service_docs,
+)
 
 GROUP = "gateway.networking.k8s.io"
 # The echo server sets response fields named in this request header.
@@ -72,7 +80,7 @@ def test_concurrent_misses_reach_the_upstream_once(env):
     gateway, echo, port = env
     path = "/cached/slow?delay=300ms"
 
-    def get(_):  # noqa: ANN001, ANN202
+    def get(_):
         return httpx.get(gateway.url(port, path), headers=CACHEABLE, timeout=10).headers["x-cache"]
 
     with ThreadPoolExecutor(10) as pool:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 STORES: weakref.WeakValueDictionary[tuple, object] = weakref.WeakValueDictionary()
 
 
-def store_for(policy: str, spec: CachePolicySpec, refs: PolicyRefs | None = None):  # noqa: ANN201
+def store_for(policy: str, spec: CachePolicySpec, refs: PolicyRefs | None = None):
     """The policy's store: the one it already has when its settings did not change."""
     if spec.store.type == "Redis":
         from meshgate.filters.cache.redis_store import RedisStore
@@ -33,10 +33,10 @@ def store_for(policy: str, spec: CachePolicySpec, refs: PolicyRefs | None = None
         if SETTINGS.url is None and SETTINGS.serving and refs is not None:
             refs.error(("store", "type"), "a Redis store needs the gateway's --redis-url")
         wanted = ("Redis", SETTINGS.url, SETTINGS.timeout)
-        make = lambda: RedisStore(SETTINGS.url, policy, SETTINGS.timeout)  # noqa: E731
+        make = lambda: RedisStore(SETTINGS.url, policy, SETTINGS.timeout)
     else:
         wanted = ("Memory", spec.maxEntries, spec.maxBytes)
-        make = lambda: MemoryStore(spec.maxEntries, spec.maxBytes)  # noqa: E731
+        make = lambda: MemoryStore(spec.maxEntries, spec.maxBytes)
     key = (policy, wanted)
     store = STORES.get(key)
     if store is None:

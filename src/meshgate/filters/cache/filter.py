@@ -52,9 +52,9 @@ def engine_hooks_not_modified() -> bool:
 class KeySpec:
     """The policy's cache key, precompiled."""
 
-    __slots__ = ("host", "query", "params", "headers", "consumer")
+    __slots__ = ("consumer", "headers", "host", "params", "query")
 
-    def __init__(self, host: bool = True, query: str = "All", params=(), headers=(), consumer: bool = False) -> None:  # noqa: ANN001
+    def __init__(self, host: bool = True, query: str = "All", params=(), headers=(), consumer: bool = False) -> None:
         self.host = host
         self.query = query  # "All" | "Ignore" | "Only"
         self.params = frozenset(params)
@@ -78,7 +78,7 @@ class KeySpec:
 class _State:
     """One request's dealings with the cache (in ``ctx.vars["cache"]``)."""
 
-    __slots__ = ("key", "request_cc", "entry", "word", "served", "flight", "request_time", "validated", "invalidate")
+    __slots__ = ("entry", "flight", "invalidate", "key", "request_cc", "request_time", "served", "validated", "word")
 
     def __init__(self, key: str, request_cc: dict) -> None:
         self.key = key
@@ -93,21 +93,21 @@ class _State:
 
 
 class CacheFilter(Filter):
-    __slots__ = ("policy", "store", "keyspec", "default_ttl", "max_ttl", "body_limit", "coalesce", "coalesce_timeout", "clock", "flights", "_tasks", "revalidate_in_band")
+    __slots__ = ("_tasks", "body_limit", "clock", "coalesce", "coalesce_timeout", "default_ttl", "flights", "keyspec", "max_ttl", "policy", "revalidate_in_band", "store")
 
     name = "cache"
 
     def __init__(
         self,
         policy: str,
-        store,  # noqa: ANN001 - store.Store
+        store,
         keyspec: KeySpec | None = None,
         default_ttl: float | None = None,
         max_ttl: float | None = None,
         max_object_bytes: int = 1024 * 1024,
         coalesce: bool = True,
         coalesce_timeout: float = 5.0,
-        clock=time.time,  # noqa: ANN001
+        clock=time.time,
         revalidate_in_band: bool | None = None,
     ) -> None:
         self.policy = policy
@@ -309,7 +309,7 @@ class CacheFilter(Filter):
         else:
             self._later(store.put(key, entry))
 
-    def _later(self, coro) -> None:  # noqa: ANN001
+    def _later(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

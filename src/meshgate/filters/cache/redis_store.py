@@ -67,7 +67,7 @@ class RedisStore:
     def __repr__(self) -> str:
         return f"<RedisStore {self.prefix}* {'down' if self.down else 'up'}>"
 
-    def _redis(self):  # noqa: ANN202
+    def _redis(self):
         if self._client is None and self.url is not None:
             from redis.asyncio import Redis
 

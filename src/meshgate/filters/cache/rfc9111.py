@@ -159,7 +159,7 @@ def initial_age(age_field: str | None, date: float, request_time: float, respons
 
 
 def strong_etag(tag: str) -> str:
-    return tag[2:] if tag.startswith("W/") else tag
+    return tag.removeprefix("W/")
 
 
 def etag_matches(if_none_match: str, etag: str | None) -> bool:

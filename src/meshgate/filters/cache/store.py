@@ -47,7 +47,7 @@ class Entry:
     def size(self) -> int:
         return len(self.body) + sum(len(n) + len(v) + 4 for n, v in self.headers) + 256
 
-    def matches(self, headers) -> bool:  # noqa: ANN001 - http.headers.Headers
+    def matches(self, headers) -> bool:
         """Do the request's ``headers`` select this variant (section 4.1)?"""
         for name, value in self.vary:
             if vary_value(headers, name) != value:
@@ -58,7 +58,7 @@ class Entry:
         return {f: getattr(self, f) for f in self.__slots__ if f != "body"}
 
 
-def vary_value(headers, name: str) -> str:  # noqa: ANN001
+def vary_value(headers, name: str) -> str:
     """A request field's values normalized for Vary matching: combined with ", " and
     whitespace around commas dropped (section 4.1 allows this normalization)."""
     values = headers.get_all(name)
@@ -67,7 +67,7 @@ def vary_value(headers, name: str) -> str:  # noqa: ANN001
     return ",".join(p.strip() for v in values for p in v.split(","))
 
 
-def pick(entries: list[Entry] | None, headers) -> Entry | None:  # noqa: ANN001
+def pick(entries: list[Entry] | None, headers) -> Entry | None:
     if entries:
         for entry in entries:
             if entry.matches(headers):

@@ -52,7 +52,7 @@ class Origin:
     answer: object = None  # optional fn(request headers) -> (status, headers, body)
     gate: object = None  # optional asyncio.Event every upstream request waits for
 
-    async def fetch(self, headers: Headers):  # noqa: ANN201
+    async def fetch(self, headers: Headers):
         if self.gate is not None:
             await self.gate.wait()
         return self(headers)
@@ -72,7 +72,7 @@ class Driver:
         self.clock = clock
         self.engine_passes_304 = engine_passes_304
 
-    async def request(self, path: str = "/a", method: str = "GET", headers=(), consumer=None, host="example.com") -> Result:  # noqa: ANN001
+    async def request(self, path: str = "/a", method: str = "GET", headers=(), consumer=None, host="example.com") -> Result:
         path, _, query = path.partition("?")
         ctx = RequestContext(method, path, path, query, Headers.from_pairs(headers), host, host, "http", "1.1", "127.0.0.1", 1, 80, "id", 0.0)
         ctx.consumer = consumer
@@ -105,7 +105,7 @@ def origin() -> Origin:
     return Origin()
 
 
-def make_driver(origin: Origin, clock: Clock, passes_304: bool = True, store=None, **kw) -> Driver:  # noqa: ANN001
+def make_driver(origin: Origin, clock: Clock, passes_304: bool = True, store=None, **kw) -> Driver:
     cache = CacheFilter(
         "default/cache",
         store or MemoryStore(1000, 10 * 1024 * 1024),

@@ -9,4 +9,4 @@ for path in (HERE, HERE.parents[2] / "e2e"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from cache_driver import clock, driver, origin  # noqa: E402, F401
+from cache_driver import clock, driver, origin  # noqa: F401

@@ -159,7 +159,7 @@ async def test_a_stale_entry_is_fetched_again(setup):
 async def test_a_clients_conditional_request_revalidates_a_stale_entry(setup):
     client, upstream, cache = setup
 
-    def answer(request):  # noqa: ANN001, ANN202
+    def answer(request):
         if request.get("if-none-match") == '"v1"':
             return 304, [("cache-control", "max-age=60"), ("etag", '"v1"')], b""
         return 200, [("cache-control", "max-age=1"), ("etag", '"v1"')], b"one"
@@ -189,7 +189,7 @@ async def test_a_response_over_the_body_limit_is_refused_by_the_engine(setup):
 
 
 async def test_the_admin_api_purges_by_url_and_prefix(setup):
-    client, upstream, cache = setup
+    client, _, _ = setup
     admin = AdminServer(None, lambda: {"ready": True})
     port = free_port()
     await admin.start("127.0.0.1", port)

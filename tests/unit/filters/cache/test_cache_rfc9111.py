@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from cache_driver import T0, make_driver
 
-from meshgate.filters.cache.rfc9111 import format_http_date, lifetime, parse_cache_control
+from meshgate.filters.cache.rfc9111 import (
+    format_http_date,
+    lifetime,
+    parse_cache_control,
+)
 
 
 def cc(value: str, *more: tuple[str, str]) -> list[tuple[str, str]]:
@@ -202,8 +206,8 @@ async def test_a_clients_conditional_request_to_a_fresh_entry_gets_304(driver, o
     assert (r.status, r.body) == (200, b"hello")
 
 
-def revalidating_origin(origin, etag='"v1"'):  # noqa: ANN001, ANN201
-    def answer(h):  # noqa: ANN001, ANN202
+def revalidating_origin(origin, etag='"v1"'):
+    def answer(h):
         if h.get("if-none-match") == etag:
             return 304, cc("max-age=60", ("etag", etag), ("x-refreshed", "yes")), b""
         return 200, cc("max-age=60", ("etag", etag)), b"hello"

@@ -48,7 +48,7 @@ async def test_a_waiter_stops_waiting_after_the_coalesce_timeout(origin, clock):
     assert "example.com|/a?" not in d.cache.flights
 
 
-def ctx_key(keyspec: KeySpec, path: str, headers=(), consumer=None) -> str:  # noqa: ANN001
+def ctx_key(keyspec: KeySpec, path: str, headers=(), consumer=None) -> str:
     from meshgate.http.headers import Headers
     from meshgate.proxy.context import RequestContext
 
