@@ -158,6 +158,7 @@ class CompiledRule:
     timeout_backend: float | None = None  # seconds; timeouts.backendRequest
     retry: RetryPolicy | None = None
     security: str | None = None  # "ns/name" of the SecurityPolicy in front of the rule
+    shaping: str | None = None  # "ns/name" of the Validation/Cache/TransformPolicy, "+"-joined
     # "namespace/name" of the BackendTrafficPolicy applied to the rule, if any.
     policy: str | None = None
     # Derived once here so the engine never inspects filters per request.
@@ -215,6 +216,7 @@ class CompiledRule:
             },
             "policy": self.policy,
             "security": self.security,
+            "shaping": self.shaping,
         }
 
 

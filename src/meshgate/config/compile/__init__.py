@@ -40,7 +40,7 @@ from meshgate.config.compile.routes import (
     compile_route,
     describe_listener_routes,
 )
-from meshgate.config.compile.security import SecurityGuards
+from meshgate.config.compile.security import policy_stages
 from meshgate.config.compile.tls import ClientPolicies, compile_listener_clients
 from meshgate.config.compile.traffic import TrafficPolicies
 from meshgate.config.errors import ConfigInvalid
@@ -85,7 +85,7 @@ def compile_snapshot(
     resolver = BackendResolver(inputs)
     routes = [compile_route(res, resolver, errors) for res in inputs.of_kind("HTTPRoute")]
     traffic = TrafficPolicies(inputs)
-    security = SecurityGuards(inputs, resolver, errors)
+    security, shaping = policy_stages(inputs, resolver, errors)
     base_limits = limits if limits is not None else Limits()
     client_policies = ClientPolicies(inputs, resolver, errors)
     clients = compile_listener_clients(listeners, client_policies, inputs, resolver, errors, base_limits)
@@ -98,7 +98,7 @@ def compile_snapshot(
     for route in routes:
         statuses, attachments = attach_route(route, listeners_by_gateway, defined, inputs)
         for att in attachments:
-            apply_policies(att, traffic, security, resolver)
+            apply_policies(att, traffic, security, shaping, resolver)
             by_listener[att.listener.key].append(att)
             att.listener.attached_routes.add(route.key)
             used_clusters |= att.clusters()

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
-from datetime import timezone
+from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 from meshgate.config.compile.backends import BackendResolver
@@ -46,7 +46,7 @@ from meshgate.config.compile.listeners import (
     allows_namespace,
     effective_hostnames,
 )
-from meshgate.config.compile.security import CompiledSecurity, SecurityGuards
+from meshgate.config.compile.security import CompiledSecurity, StagedPolicies
 from meshgate.config.compile.traffic import CompiledTraffic, TrafficPolicies
 from meshgate.config.snapshot import (
     PATH_EXACT,
@@ -113,7 +113,7 @@ def _timestamp_key(res: LoadedResource) -> tuple[int, float]:
     if ts is None:
         return (1, 0.0)
     if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=timezone.utc)
+        ts = ts.replace(tzinfo=UTC)
     return (0, ts.timestamp())
 
 
@@ -314,11 +314,13 @@ class Attachment:
 def apply_policies(
     att: Attachment,
     traffic: TrafficPolicies,
-    security: SecurityGuards,
+    security: StagedPolicies,
+    shaping: StagedPolicies,
     resolver: BackendResolver,
 ) -> None:
-    """Fill ``att.rules``: each rule of the route with the BackendTrafficPolicy and the
-    SecurityPolicy that are effective for it on the attachment's listener."""
+    """Fill ``att.rules``: each rule of the route with the BackendTrafficPolicy, the
+    security policies and the shaping policies that are effective for it on the
+    attachment's listener."""
     route = att.route
     att.rules = []
     ns, _, name = route.key.partition("/")
@@ -326,32 +328,37 @@ def apply_policies(
     for index, (rule, matches) in enumerate(route.rules):
         policy = traffic.for_rule(ns, name, rule.name, gateway, listener)
         guard = security.for_rule(ns, name, rule.name, gateway, listener)
-        if policy is None and guard is None:
+        shape = shaping.for_rule(ns, name, rule.name, gateway, listener)
+        if policy is None and guard is None and shape is None:
             att.rules.append((rule, matches))
             continue
-        key = (index, policy.key if policy else None, guard.key if guard else None)
+        key = (index, *(p.key if p else None for p in (policy, guard, shape)))
         variant = route.variants.get(key)
         if variant is None:
             # Filter order, Envoy Gateway's: faults, then the SecurityPolicy's filters
             # (authentication sets ctx.consumer), then rate limits (which may count per
-            # consumer), then the rule's own filters. Each step puts its filters in
-            # front of what it is given, so they are applied innermost first.
+            # consumer), then validation, cache and transformation (meshgate.dev), then
+            # the rule's own filters. Each step puts its filters in front of what it
+            # is given, so they are applied innermost first.
             variant = rule, matches
+            if shape is not None:
+                variant = _with_stages(*variant, shape, "shaping")
             if policy is not None and policy.rate_limit is not None:
                 variant = _with_rate_limit(*variant, policy)
             if guard is not None:
-                variant = _with_security(*variant, guard)
+                variant = _with_stages(*variant, guard, "security")
             if policy is not None:
                 variant = _with_policy(route, index, *variant, policy, resolver)
             route.variants[key] = variant
         att.rules.append(variant)
 
 
-def _with_security(
-    rule: CompiledRule, matches: tuple[CompiledMatch, ...], guard: CompiledSecurity
+def _with_stages(
+    rule: CompiledRule, matches: tuple[CompiledMatch, ...], staged: CompiledSecurity, field: str
 ) -> tuple[CompiledRule, tuple[CompiledMatch, ...]]:
-    """``rule`` behind the SecurityPolicy's filters (before the rule's own)."""
-    new_rule = replace(rule, filters=guard.filters + rule.filters, security=guard.key)
+    """``rule`` behind the policies' filters (before the rule's own); ``field`` of the
+    rule records which policies they are."""
+    new_rule = replace(rule, filters=staged.filters + rule.filters, **{field: staged.key})
     return new_rule, tuple(replace(m, rule=new_rule) for m in matches)
 
 

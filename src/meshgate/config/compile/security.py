@@ -27,8 +27,9 @@ if TYPE_CHECKING:
 KIND = "SecurityPolicy"
 
 # Filter stages in Envoy Gateway's order: (stage, builder module). A stage is a
-# SecurityPolicy section, or meshgate's IntrospectionPolicy (``oauth2Introspection``);
-# ``consumerHeader`` puts the authenticated consumer in a request header upstream.
+# SecurityPolicy section, or a meshgate.dev kind (IntrospectionPolicy is the
+# ``oauth2Introspection`` stage); ``consumerHeader`` puts the authenticated consumer in
+# a request header upstream.
 STAGES = (
     ("cors", "meshgate.filters.security.cors"),
     ("extAuth", "meshgate.filters.security.ext_auth"),
@@ -38,6 +39,11 @@ STAGES = (
     ("jwt", "meshgate.filters.security.jwt"),
     ("consumerHeader", "meshgate.filters.security.consumer_header"),
     ("authorization", "meshgate.filters.security.authorization"),
+    # After rate limits (BackendTrafficPolicy): meshgate.dev ValidationPolicy,
+    # CachePolicy and TransformPolicy, in this order.
+    ("validation", "meshgate.filters.validation"),
+    ("cache", "meshgate.filters.cache"),
+    ("transform", "meshgate.filters.transform"),
 )
 _ORDER = {stage: i for i, (stage, _) in enumerate(STAGES)}
 _BUILDERS = dict(STAGES)
@@ -82,10 +88,21 @@ class SecurityPolicies(PolicyIndex):
         return CompiledSecurity(key, tuple(stages))
 
 
-class IntrospectionPolicies(SecurityPolicies):
-    """Every IntrospectionPolicy (meshgate.dev): one ``oauth2Introspection`` stage."""
+class SingleStagePolicies(SecurityPolicies):
+    """A meshgate.dev policy kind whose whole spec builds one stage."""
 
-    kind = "IntrospectionPolicy"
+    def __init__(
+        self,
+        kind: str,
+        stage: str,
+        inputs: Inputs,
+        resolver: BackendResolver,
+        errors: ErrorSink,
+        consumers: Any,
+    ) -> None:
+        self.kind = kind
+        self.stage = stage
+        super().__init__(inputs, resolver, errors, consumers)
 
     def refs(self, res: LoadedResource) -> PolicyRefs:
         return PolicyRefs(
@@ -93,39 +110,69 @@ class IntrospectionPolicies(SecurityPolicies):
         )
 
     def compile(self, key: str, res: LoadedResource) -> CompiledSecurity:
-        filters = build_stage("oauth2Introspection", res.obj.spec, self.refs(res))
-        return CompiledSecurity(key, (("oauth2Introspection", filters),))
+        filters = build_stage(self.stage, res.obj.spec, self.refs(res))
+        return CompiledSecurity(key, ((self.stage, filters),))
 
 
-class SecurityGuards:
-    """The security in front of each rule: its SecurityPolicy and its IntrospectionPolicy
-    (each the most specific of its kind), their stages merged in STAGES order."""
+class StagedPolicies:
+    """What several policy kinds put in front of a rule: for each kind the most
+    specific policy, their stages merged in STAGES order (memoized per combination)."""
 
-    def __init__(self, inputs: Inputs, resolver: BackendResolver, errors: ErrorSink) -> None:
-        from meshgate.filters.security.consumers import ConsumerIndex
-
-        consumers = ConsumerIndex(inputs, errors)
-        self.policies = SecurityPolicies(inputs, resolver, errors, consumers)
-        self.introspection = IntrospectionPolicies(inputs, resolver, errors, consumers)
-        self._merged: dict[tuple[str, str], CompiledSecurity] = {}
+    def __init__(self, indexes: list[SecurityPolicies]) -> None:
+        self.indexes = indexes
+        self._merged: dict[tuple[str, ...], CompiledSecurity] = {}
 
     def for_rule(
         self, route_ns: str, route: str, rule_name: str | None, gateway: str, listener: str
     ) -> CompiledSecurity | None:
         found = [
-            index.for_rule(route_ns, route, rule_name, gateway, listener)
-            for index in (self.policies, self.introspection)
+            p
+            for index in self.indexes
+            if (p := index.for_rule(route_ns, route, rule_name, gateway, listener)) is not None
         ]
-        found = [g for g in found if g is not None]
         if len(found) < 2:
             return found[0] if found else None
-        sp, ip = found
-        merged = self._merged.get((sp.key, ip.key))
+        keys = tuple(p.key for p in found)
+        merged = self._merged.get(keys)
         if merged is None:
-            stages = sorted(sp.stages + ip.stages, key=lambda s: _ORDER[s[0]])
-            merged = CompiledSecurity(f"{sp.key}+{ip.key}", tuple(stages))
-            self._merged[(sp.key, ip.key)] = merged
+            stages = sorted((s for p in found for s in p.stages), key=lambda s: _ORDER[s[0]])
+            merged = CompiledSecurity("+".join(keys), tuple(stages))
+            self._merged[keys] = merged
         return merged
 
     def dump(self) -> dict[str, Any]:
-        return {"SecurityPolicy": self.policies.dump(), "IntrospectionPolicy": self.introspection.dump()}
+        return {index.kind: index.dump() for index in self.indexes}
+
+
+# meshgate.dev kinds that shape traffic after authentication and rate limits.
+SHAPING_KINDS = (
+    ("ValidationPolicy", "validation"),
+    ("CachePolicy", "cache"),
+    ("TransformPolicy", "transform"),
+)
+
+
+def policy_stages(
+    inputs: Inputs, resolver: BackendResolver, errors: ErrorSink
+) -> tuple[StagedPolicies, StagedPolicies]:
+    """(security, shaping): SecurityPolicy + IntrospectionPolicy, which go in front of a
+    rule's filters first; and the meshgate.dev kinds that validate, cache and transform,
+    which go after rate limits."""
+    from meshgate.filters.security.consumers import ConsumerIndex
+
+    consumers = ConsumerIndex(inputs, errors)
+    security = StagedPolicies(
+        [
+            SecurityPolicies(inputs, resolver, errors, consumers),
+            SingleStagePolicies(
+                "IntrospectionPolicy", "oauth2Introspection", inputs, resolver, errors, consumers
+            ),
+        ]
+    )
+    shaping = StagedPolicies(
+        [
+            SingleStagePolicies(kind, stage, inputs, resolver, errors, consumers)
+            for kind, stage in SHAPING_KINDS
+        ]
+    )
+    return security, shaping

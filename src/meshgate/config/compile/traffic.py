@@ -14,11 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from meshgate.config.compile.durations import parse_duration, parse_timeout
 from meshgate.config.compile.attachment import PolicyIndex
+from meshgate.config.compile.durations import parse_duration, parse_timeout
+from meshgate.config.errors import ConfigError, ConfigInvalid
 from meshgate.config.models.traffic_policy import parse_go_duration
 from meshgate.config.snapshot import RetryPolicy
-from meshgate.config.errors import ConfigError, ConfigInvalid
 from meshgate.config.traffic import (
     LEAST_REQUEST,
     ActiveHealthCheck,

@@ -6,13 +6,15 @@
 
 from __future__ import annotations
 
-from meshgate.config.models.consumer import Consumer
+from meshgate.config.models.cache_policy import CachePolicy
 from meshgate.config.models.client_traffic_policy import ClientTrafficPolicy
+from meshgate.config.models.consumer import Consumer
 from meshgate.config.models.core import ConfigMap, Namespace, Secret, Service
 from meshgate.config.models.discovery import EndpointSlice
 from meshgate.config.models.envoy import Backend
 from meshgate.config.models.gateway import Gateway
 from meshgate.config.models.httproute import HTTPRoute
+from meshgate.config.models.introspection_policy import IntrospectionPolicy
 from meshgate.config.models.meta import (
     FieldError,
     Metadata,
@@ -20,9 +22,10 @@ from meshgate.config.models.meta import (
     parse_duration,
 )
 from meshgate.config.models.referencegrant import ReferenceGrant
-from meshgate.config.models.introspection_policy import IntrospectionPolicy
 from meshgate.config.models.security_policy import SecurityPolicy
 from meshgate.config.models.traffic_policy import BackendTrafficPolicy
+from meshgate.config.models.transform_policy import TransformPolicy
+from meshgate.config.models.validation_policy import ValidationPolicy
 
 Resource = (
     Namespace
@@ -37,6 +40,9 @@ Resource = (
     | BackendTrafficPolicy | SecurityPolicy | IntrospectionPolicy
     | ClientTrafficPolicy
     | Consumer
+    | ValidationPolicy
+    | CachePolicy
+    | TransformPolicy
 )
 
 MODELS: dict[tuple[str, str], type[ResourceBase]] = {
@@ -53,6 +59,9 @@ MODELS: dict[tuple[str, str], type[ResourceBase]] = {
     ("gateway.envoyproxy.io", "SecurityPolicy"): SecurityPolicy,
     ("gateway.envoyproxy.io", "ClientTrafficPolicy"): ClientTrafficPolicy,
     ("meshgate.dev", "IntrospectionPolicy"): IntrospectionPolicy,
+    ("meshgate.dev", "ValidationPolicy"): ValidationPolicy,
+    ("meshgate.dev", "CachePolicy"): CachePolicy,
+    ("meshgate.dev", "TransformPolicy"): TransformPolicy,
     ("meshgate.dev", "Consumer"): Consumer,
 }
 
