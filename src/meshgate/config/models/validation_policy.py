@@ -20,19 +20,29 @@ DEFAULT_MAX_BODY = 1024 * 1024
 
 
 class ConfigMapKeyRef(Strict):
-    name: ObjectName = Field(description="ConfigMap in the policy's namespace (or another, with a ReferenceGrant).")
-    namespace: str | None = Field(default=None, description="Namespace of the ConfigMap; the policy's if unset.")
-    key: str = Field(default="openapi.yaml", min_length=1, description="Key that holds the document (YAML or JSON).")
+    name: ObjectName = Field(
+        description="ConfigMap in the policy's namespace (or another, with a ReferenceGrant)."
+    )
+    namespace: str | None = Field(
+        default=None, description="Namespace of the ConfigMap; the policy's if unset."
+    )
+    key: str = Field(
+        default="openapi.yaml",
+        min_length=1,
+        description="Key that holds the document (YAML or JSON).",
+    )
 
 
 class OpenAPISource(Section):
     """Where the OpenAPI document is, and how requests that it does not describe are treated."""
 
     inline: dict[str, Any] | str | None = Field(
-        default=None, description="The document itself: a mapping, or its YAML / JSON text."
+        default=None,
+        description="The document itself: a mapping, or its YAML / JSON text.",
     )
     configMapRef: ConfigMapKeyRef | None = Field(
-        default=None, description="A ConfigMap key holding the document's YAML or JSON text."
+        default=None,
+        description="A ConfigMap key holding the document's YAML or JSON text.",
     )
     basePath: str = Field(
         default="",
@@ -55,8 +65,12 @@ class OpenAPISource(Section):
     def _one(self) -> OpenAPISource:
         if (self.inline is None) == (self.configMapRef is None):
             raise FieldError((), "exactly one of inline or configMapRef must be set")
-        if self.basePath and (not self.basePath.startswith("/") or self.basePath.endswith("/")):
-            raise FieldError(("basePath",), "must start with / and not end with / (e.g. /v1)")
+        if self.basePath and (
+            not self.basePath.startswith("/") or self.basePath.endswith("/")
+        ):
+            raise FieldError(
+                ("basePath",), "must start with / and not end with / (e.g. /v1)"
+            )
         return self
 
 
@@ -72,14 +86,20 @@ class JSONSchemaBody(Section):
         min_length=1,
         description="Methods whose bodies are validated; other requests pass unchecked.",
     )
-    required: bool = Field(default=True, description="Refuse an empty body (400) for these methods.")
+    required: bool = Field(
+        default=True, description="Refuse an empty body (400) for these methods."
+    )
 
 
 class ValidationPolicySpec(TargetedSpec):
     """Targets and what requests are checked against."""
 
-    openapi: OpenAPISource | None = Field(default=None, description="An OpenAPI 3.0 / 3.1 document.")
-    jsonSchema: JSONSchemaBody | None = Field(default=None, description="A JSON Schema for request bodies.")
+    openapi: OpenAPISource | None = Field(
+        default=None, description="An OpenAPI 3.0 / 3.1 document."
+    )
+    jsonSchema: JSONSchemaBody | None = Field(
+        default=None, description="A JSON Schema for request bodies."
+    )
     maxBodyBytes: int = Field(
         default=DEFAULT_MAX_BODY,
         ge=1,
@@ -87,7 +107,10 @@ class ValidationPolicySpec(TargetedSpec):
         description="Largest request body read for validation, in bytes; a larger one gets 413.",
     )
     maxErrors: int = Field(
-        default=10, ge=1, le=100, description="Most failing fields listed in one 400 answer."
+        default=10,
+        ge=1,
+        le=100,
+        description="Most failing fields listed in one 400 answer.",
     )
 
     @model_validator(mode="after")
@@ -100,6 +123,8 @@ class ValidationPolicySpec(TargetedSpec):
 class ValidationPolicy(ResourceBase):
     """Requests validated against an OpenAPI document or a JSON Schema."""
 
-    apiVersion: Literal["meshgate.dev/v1alpha1"] = Field(description="Always `meshgate.dev/v1alpha1`.")
+    apiVersion: Literal["meshgate.dev/v1alpha1"] = Field(
+        description="Always `meshgate.dev/v1alpha1`."
+    )
     kind: Literal["ValidationPolicy"] = Field(description="Always `ValidationPolicy`.")
     spec: ValidationPolicySpec = Field(description="Targets and the API description.")

@@ -24,11 +24,13 @@ from meshgate.filters.validation.openapi import DocumentError, compile_document
 
 if TYPE_CHECKING:
     from meshgate.config.compile.refs import PolicyRefs
-    from meshgate.config.models.validation_policy import OpenAPISource, ValidationPolicySpec
+    from meshgate.config.models.validation_policy import (
+        OpenAPISource,
+        ValidationPolicySpec,
+    )
     from meshgate.filters.base import Filter
 
 __all__ = ["build"]
-
 
 
 class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
@@ -53,7 +55,11 @@ def build(spec: ValidationPolicySpec, refs: PolicyRefs) -> tuple[Filter, ...]:
             return ()
         return (
             SchemaBodyValidation(
-                validator, frozenset(section.methods), section.required, spec.maxBodyBytes, spec.maxErrors
+                validator,
+                frozenset(section.methods),
+                section.required,
+                spec.maxBodyBytes,
+                spec.maxErrors,
             ),
         )
     source = spec.openapi
@@ -67,7 +73,9 @@ def build(spec: ValidationPolicySpec, refs: PolicyRefs) -> tuple[Filter, ...]:
         at = f" at {exc.where}" if exc.where else ""
         refs.error(where, f"OpenAPI document{at}: {exc.message}")
         return ()
-    has_body = any(op.body is not None for item in _items(table) for op in item.operations.values())
+    has_body = any(
+        op.body is not None for item in _items(table) for op in item.operations.values()
+    )
     filters: list[Filter] = [
         OperationValidation(
             table,
@@ -99,12 +107,15 @@ def _read(source: OpenAPISource, refs: PolicyRefs) -> tuple[Any, tuple]:
         if data is None:
             return None, where
         if ref.key not in data:
-            refs.error((*where, "key"), f"ConfigMap {ref.name} has no key {ref.key!r} (keys: {', '.join(sorted(data)) or 'none'})")
+            refs.error(
+                (*where, "key"),
+                f"ConfigMap {ref.name} has no key {ref.key!r} (keys: {', '.join(sorted(data)) or 'none'})",
+            )
             return None, where
         text = data[ref.key]
     if isinstance(text, str):
         try:
-            document = yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader
+            document = yaml.load(text, Loader=_Loader)
         except yaml.YAMLError as exc:
             refs.error(where, f"the OpenAPI document is not YAML or JSON: {exc}")
             return None, where

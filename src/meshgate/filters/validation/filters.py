@@ -23,7 +23,13 @@ import orjson
 
 from meshgate.filters.base import Filter
 from meshgate.filters.validation import schema as js
-from meshgate.filters.validation.openapi import Body, Operation, OperationTable, is_json, media_type
+from meshgate.filters.validation.openapi import (
+    Body,
+    Operation,
+    OperationTable,
+    is_json,
+    media_type,
+)
 from meshgate.filters.validation.problem import pointer, problem
 
 if TYPE_CHECKING:
@@ -43,7 +49,14 @@ def _no_body(ctx: RequestContext) -> bool:
 
 
 class OperationValidation(Filter):
-    __slots__ = ("table", "base_path", "reject_unknown", "unknown_status", "max_errors", "body_checked")
+    __slots__ = (
+        "base_path",
+        "body_checked",
+        "max_errors",
+        "reject_unknown",
+        "table",
+        "unknown_status",
+    )
 
     name = "validation"
 
@@ -63,7 +76,9 @@ class OperationValidation(Filter):
         self.max_errors = max_errors
         self.body_checked = body_checked  # an OpenAPIBodyValidation follows
 
-    def find(self, ctx: RequestContext) -> tuple[Operation | None, dict[str, str], LocalReply | None]:
+    def find(
+        self, ctx: RequestContext
+    ) -> tuple[Operation | None, dict[str, str], LocalReply | None]:
         path = ctx.path
         if self.base_path:
             if path == self.base_path:
@@ -76,11 +91,15 @@ class OperationValidation(Filter):
         if found is None:
             if not self.reject_unknown:
                 return None, {}, None
-            return None, {}, problem(
-                self.unknown_status,
-                "unknown_operation",
-                f"no operation of the API description matches {ctx.method} {ctx.path}",
-                max_errors=self.max_errors,
+            return (
+                None,
+                {},
+                problem(
+                    self.unknown_status,
+                    "unknown_operation",
+                    f"no operation of the API description matches {ctx.method} {ctx.path}",
+                    max_errors=self.max_errors,
+                ),
             )
         item, values = found
         op = item.operations.get(ctx.method)
@@ -90,12 +109,16 @@ class OperationValidation(Filter):
             if not self.reject_unknown:
                 return None, {}, None
             allow = ", ".join(item.operations)
-            return None, {}, problem(
-                405,
-                "unknown_operation",
-                f"{ctx.method} is not an operation of {item.template}",
-                headers=[("allow", allow)],
-                max_errors=self.max_errors,
+            return (
+                None,
+                {},
+                problem(
+                    405,
+                    "unknown_operation",
+                    f"{ctx.method} is not an operation of {item.template}",
+                    headers=[("allow", allow)],
+                    max_errors=self.max_errors,
+                ),
             )
         return op, values, None
 
@@ -113,7 +136,11 @@ class OperationValidation(Filter):
                 return reply
         if failures:
             return problem(
-                400, "parameter", f"request does not match {op.label}", failures, max_errors=self.max_errors
+                400,
+                "parameter",
+                f"request does not match {op.label}",
+                failures,
+                max_errors=self.max_errors,
             )
         if self.body_checked and body is not None:
             if ctx.vars is None:
@@ -121,7 +148,13 @@ class OperationValidation(Filter):
             ctx.vars[OPERATION_VAR] = op
         return None
 
-    def _params(self, ctx: RequestContext, op: Operation, path_values: dict[str, str], out: list[dict]) -> None:
+    def _params(
+        self,
+        ctx: RequestContext,
+        op: Operation,
+        path_values: dict[str, str],
+        out: list[dict],
+    ) -> None:
         limit = self.max_errors
         for p in op.path_params:
             self._check(p, p.extract(path_values.get(p.name)), out, limit)
@@ -140,7 +173,13 @@ class OperationValidation(Filter):
     def _check(p: Any, value: Any, out: list[dict], limit: int) -> None:
         if value is None:
             if p.required:
-                out.append({"in": p.location, "name": p.name, "detail": "required parameter is missing"})
+                out.append(
+                    {
+                        "in": p.location,
+                        "name": p.name,
+                        "detail": "required parameter is missing",
+                    }
+                )
             return
         for path, message in js.errors(p.validator, value, limit):
             entry = {"in": p.location, "name": p.name, "detail": message}
@@ -167,7 +206,9 @@ def _cookies(values: list[str]) -> dict[str, str]:
     return out
 
 
-def _media_type_reply(ctx: RequestContext, body: Body, op: Operation, max_errors: int) -> LocalReply | None:
+def _media_type_reply(
+    ctx: RequestContext, body: Body, op: Operation, max_errors: int
+) -> LocalReply | None:
     content_type = media_type(ctx.headers.get("content-type"))
     if content_type and body.match(content_type) is not None:
         return None
@@ -184,7 +225,9 @@ def _media_type_reply(ctx: RequestContext, body: Body, op: Operation, max_errors
     )
 
 
-def _json_errors(validator: Any, body: bytes, limit: int) -> tuple[str | None, list[dict]]:
+def _json_errors(
+    validator: Any, body: bytes, limit: int
+) -> tuple[str | None, list[dict]]:
     """(why the body is not JSON, or None; schema failures)."""
     try:
         doc = orjson.loads(body)
@@ -212,7 +255,12 @@ class OpenAPIBodyValidation(Filter):
         spec: Body = op.body
         if not body:
             if spec.required:
-                return problem(400, "body_required", f"{op.label} requires a request body", max_errors=self.max_errors)
+                return problem(
+                    400,
+                    "body_required",
+                    f"{op.label} requires a request body",
+                    max_errors=self.max_errors,
+                )
             return None
         content_type = media_type(ctx.headers.get("content-type"))
         matched = spec.match(content_type) if content_type else None
@@ -225,7 +273,13 @@ class OpenAPIBodyValidation(Filter):
         if not_json is not None:
             return problem(400, "not_json", not_json, max_errors=self.max_errors)
         if failures:
-            return problem(400, "body", f"request body does not match {op.label}", failures, max_errors=self.max_errors)
+            return problem(
+                400,
+                "body",
+                f"request body does not match {op.label}",
+                failures,
+                max_errors=self.max_errors,
+            )
         return None
 
     def describe(self) -> dict:
@@ -233,11 +287,18 @@ class OpenAPIBodyValidation(Filter):
 
 
 class SchemaBodyValidation(Filter):
-    __slots__ = ("validator", "methods", "required", "body_limit", "max_errors")
+    __slots__ = ("body_limit", "max_errors", "methods", "required", "validator")
 
     name = "validation-json-schema"
 
-    def __init__(self, validator: Any, methods: frozenset[str], required: bool, body_limit: int, max_errors: int) -> None:
+    def __init__(
+        self,
+        validator: Any,
+        methods: frozenset[str],
+        required: bool,
+        body_limit: int,
+        max_errors: int,
+    ) -> None:
         self.validator = validator
         self.methods = methods
         self.required = required
@@ -249,21 +310,38 @@ class SchemaBodyValidation(Filter):
             return None
         if not body:
             if self.required:
-                return problem(400, "body_required", "a JSON request body is required", max_errors=self.max_errors)
+                return problem(
+                    400,
+                    "body_required",
+                    "a JSON request body is required",
+                    max_errors=self.max_errors,
+                )
             return None
         content_type = media_type(ctx.headers.get("content-type"))
         if not is_json(content_type):
             said = f"Content-Type {content_type}" if content_type else "no Content-Type"
             return problem(
-                415, "media_type", f"the body must be application/json; the request has {said}",
+                415,
+                "media_type",
+                f"the body must be application/json; the request has {said}",
                 max_errors=self.max_errors,
             )
         not_json, failures = _json_errors(self.validator, body, self.max_errors + 1)
         if not_json is not None:
             return problem(400, "not_json", not_json, max_errors=self.max_errors)
         if failures:
-            return problem(400, "body", "request body does not match the schema", failures, max_errors=self.max_errors)
+            return problem(
+                400,
+                "body",
+                "request body does not match the schema",
+                failures,
+                max_errors=self.max_errors,
+            )
         return None
 
     def describe(self) -> dict:
-        return {"type": self.name, "methods": sorted(self.methods), "maxBodyBytes": self.body_limit}
+        return {
+            "type": self.name,
+            "methods": sorted(self.methods),
+            "maxBodyBytes": self.body_limit,
+        }

@@ -26,7 +26,12 @@ METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 _IGNORED_HEADERS = ("accept", "content-type", "authorization")
 _INT_RE = re.compile(r"^-?\d+$")
 _NUM_RE = re.compile(r"^-?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
-_DEFAULT_STYLE = {"path": "simple", "query": "form", "header": "simple", "cookie": "form"}
+_DEFAULT_STYLE = {
+    "path": "simple",
+    "query": "form",
+    "header": "simple",
+    "cookie": "form",
+}
 _STYLES = {
     "path": ("simple", "label", "matrix"),
     "query": ("form", "spaceDelimited", "pipeDelimited", "deepObject"),
@@ -114,12 +119,15 @@ class Param:
             if self.explode:
                 pairs = [p.partition("=") for p in parts]
                 return {k: self._prop(k, v) for k, _, v in pairs}
-            return {parts[i]: self._prop(parts[i], parts[i + 1]) for i in range(0, len(parts) - 1, 2)}
+            return {
+                parts[i]: self._prop(parts[i], parts[i + 1])
+                for i in range(0, len(parts) - 1, 2)
+            }
         return self.coerce(raw)
 
     def _split(self, raw: str) -> list[str]:
         if self.location == "path" and self.style == "label":
-            raw = raw[1:] if raw.startswith(".") else raw
+            raw = raw.removeprefix(".")
             return raw.split("." if self.explode else ",")
         if self.location == "path" and self.style == "matrix":
             prefix = f";{self.name}="
@@ -140,7 +148,9 @@ class Param:
         if self.shape == "object" and self.style == "deepObject":
             prefix = self.name + "["
             found = {
-                k[len(prefix) : -1]: vs[-1] for k, vs in pairs.items() if k.startswith(prefix) and k.endswith("]")
+                k[len(prefix) : -1]: vs[-1]
+                for k, vs in pairs.items()
+                if k.startswith(prefix) and k.endswith("]")
             }
             return {k: self._prop(k, v) for k, v in found.items()} if found else None
         if self.shape == "object" and self.explode:
@@ -156,7 +166,10 @@ class Param:
             return [self.coerce(v) for v in values[-1].split(sep)] if values[-1] else []
         if self.shape == "object":
             parts = values[-1].split(",")
-            return {parts[i]: self._prop(parts[i], parts[i + 1]) for i in range(0, len(parts) - 1, 2)}
+            return {
+                parts[i]: self._prop(parts[i], parts[i + 1])
+                for i in range(0, len(parts) - 1, 2)
+            }
         if self.shape == "json":
             return self._json(values[-1])
         return self.coerce(values[-1])
@@ -173,7 +186,9 @@ def media_type(value: str | None) -> str:
 
 
 def is_json(media: str) -> bool:
-    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +221,12 @@ class Operation:
 
     @property
     def has_params(self) -> bool:
-        return bool(self.path_params or self.query_params or self.header_params or self.cookie_params)
+        return bool(
+            self.path_params
+            or self.query_params
+            or self.header_params
+            or self.cookie_params
+        )
 
 
 @dataclass(slots=True)
@@ -220,7 +240,7 @@ class PathItem:
 class OperationTable:
     """The document's operations, matched by path and method."""
 
-    __slots__ = ("concrete", "templated", "count")
+    __slots__ = ("concrete", "count", "templated")
 
     def __init__(self, items: list[PathItem]) -> None:
         self.concrete = {i.template: i for i in items if i.regex is None}
@@ -238,7 +258,9 @@ class OperationTable:
         for item in self.templated:
             m = item.regex.match(path)  # type: ignore[union-attr]
             if m is not None:
-                return item, {n: unquote(v) for n, v in zip(item.names, m.groups(), strict=True)}
+                return item, {
+                    n: unquote(v) for n, v in zip(item.names, m.groups(), strict=True)
+                }
         return None
 
 
@@ -271,7 +293,9 @@ class _Compiler:
         try:
             return js.deref(self.doc, node)
         except KeyError as exc:
-            raise DocumentError(where, f"$ref {exc.args[0]!r} does not resolve") from None
+            raise DocumentError(
+                where, f"$ref {exc.args[0]!r} does not resolve"
+            ) from None
 
     def validator(self, schema: Any, where: str) -> Any:
         try:
@@ -281,19 +305,32 @@ class _Compiler:
 
     def param(self, raw: Any, where: str) -> Param:
         p = self.deref(raw, where)
-        if not isinstance(p, dict) or not isinstance(p.get("name"), str) or p.get("in") not in _DEFAULT_STYLE:
-            raise DocumentError(where, "a parameter needs a name and `in` (path, query, header or cookie)")
+        if (
+            not isinstance(p, dict)
+            or not isinstance(p.get("name"), str)
+            or p.get("in") not in _DEFAULT_STYLE
+        ):
+            raise DocumentError(
+                where,
+                "a parameter needs a name and `in` (path, query, header or cookie)",
+            )
         location, name = p["in"], p["name"]
         style = p.get("style", _DEFAULT_STYLE[location])
         if style not in _STYLES[location]:
-            raise DocumentError(f"{where}/style", f"style {style!r} is not defined for {location} parameters")
+            raise DocumentError(
+                f"{where}/style",
+                f"style {style!r} is not defined for {location} parameters",
+            )
         explode = bool(p.get("explode", style == "form"))
         required = bool(p.get("required", False)) or location == "path"
         props: dict = {}
         if "content" in p:
             content = p["content"]
             if not isinstance(content, dict) or len(content) != 1:
-                raise DocumentError(f"{where}/content", "a parameter's content has exactly one media type")
+                raise DocumentError(
+                    f"{where}/content",
+                    "a parameter's content has exactly one media type",
+                )
             ((media, obj),) = content.items()
             schema = obj.get("schema", True) if isinstance(obj, dict) else True
             if not is_json(media_type(media)):
@@ -310,13 +347,20 @@ class _Compiler:
             coerce = _COERCE.get(kind or "", _as_is)
             resolved = self.deref(schema, spot)
             if shape == "array":
-                items = resolved.get("items", True) if isinstance(resolved, dict) else True
+                items = (
+                    resolved.get("items", True) if isinstance(resolved, dict) else True
+                )
                 coerce = _COERCE.get(_type_of(self.doc, items) or "", _as_is)
             elif shape == "object":
                 properties = resolved.get("properties") or {}
-                props = {k: _COERCE.get(_type_of(self.doc, v) or "", _as_is) for k, v in properties.items()}
+                props = {
+                    k: _COERCE.get(_type_of(self.doc, v) or "", _as_is)
+                    for k, v in properties.items()
+                }
             if style == "deepObject" and shape != "object":
-                raise DocumentError(f"{where}/style", "deepObject applies to object parameters only")
+                raise DocumentError(
+                    f"{where}/style", "deepObject applies to object parameters only"
+                )
         return Param(
             name=name if location != "header" else name.lower(),
             location=location,
@@ -343,7 +387,9 @@ class _Compiler:
                 validator = self.validator(schema, f"{spot}/schema")
             media.append((media_type(rng), validator))
         media.sort(key=lambda m: (m[0] == "*/*", m[0].endswith("/*")))
-        return Body(bool(b.get("required", False)), tuple(media), ", ".join(m for m, _ in media))
+        return Body(
+            bool(b.get("required", False)), tuple(media), ", ".join(m for m, _ in media)
+        )
 
     def operations(self, template: str, item: Any, where: str) -> PathItem:
         item = self.deref(item, where)
@@ -368,20 +414,42 @@ class _Compiler:
                 params[(param.location, param.name)] = param  # the operation's wins
             for loc, name in params:
                 if loc == "path" and name not in names:
-                    raise DocumentError(spot, f"path parameter {name!r} is not in the path template {template!r}")
+                    raise DocumentError(
+                        spot,
+                        f"path parameter {name!r} is not in the path template {template!r}",
+                    )
             missing = [n for n in names if ("path", n) not in params]
-            by = {loc: tuple(p for (l2, _), p in params.items() if l2 == loc) for loc in _DEFAULT_STYLE}
-            body = self.body(op["requestBody"], f"{spot}/requestBody") if "requestBody" in op else None
+            by = {
+                loc: tuple(p for (l2, _), p in params.items() if l2 == loc)
+                for loc in _DEFAULT_STYLE
+            }
+            body = (
+                self.body(op["requestBody"], f"{spot}/requestBody")
+                if "requestBody" in op
+                else None
+            )
             out.operations[method.upper()] = Operation(
                 label=f"{method.upper()} {template}",
                 path_params=by["path"]
                 + tuple(
                     # An undeclared template variable: any non-empty segment text.
-                    Param(n, "path", True, "scalar", "simple", False, _as_is, {}, js.make_validator(True))
+                    Param(
+                        n,
+                        "path",
+                        True,
+                        "scalar",
+                        "simple",
+                        False,
+                        _as_is,
+                        {},
+                        js.make_validator(True),
+                    )
                     for n in missing
                 ),
                 query_params=by["query"],
-                header_params=tuple(p for p in by["header"] if p.name not in _IGNORED_HEADERS),
+                header_params=tuple(
+                    p for p in by["header"] if p.name not in _IGNORED_HEADERS
+                ),
                 cookie_params=by["cookie"],
                 body=body,
             )
@@ -395,7 +463,9 @@ def compile_document(raw: dict) -> OperationTable:
     version = raw.get("openapi")
     if not isinstance(version, str) or not re.match(r"^3\.[01]\.\d+", version):
         found = "swagger 2.0" if "swagger" in raw else repr(version)
-        raise DocumentError("/openapi", f"OpenAPI 3.0.x or 3.1.x is required, found {found}")
+        raise DocumentError(
+            "/openapi", f"OpenAPI 3.0.x or 3.1.x is required, found {found}"
+        )
     paths = raw.get("paths")
     if not isinstance(paths, dict):
         raise DocumentError("/paths", "the document has no paths")
@@ -404,15 +474,22 @@ def compile_document(raw: dict) -> OperationTable:
         document = dict(raw)
         components = dict(raw.get("components") or {})
         if isinstance(components.get("schemas"), dict):
-            components["schemas"] = {k: js.convert_30(v) for k, v in components["schemas"].items()}
+            components["schemas"] = {
+                k: js.convert_30(v) for k, v in components["schemas"].items()
+            }
         document["components"] = components
         document["paths"] = _convert_paths_30(paths)
         for section in ("parameters", "requestBodies"):
             if isinstance(components.get(section), dict):
-                components[section] = {k: _convert_holder_30(v) for k, v in components[section].items()}
+                components[section] = {
+                    k: _convert_holder_30(v) for k, v in components[section].items()
+                }
     for where, ref in js.refs_in(document):
         if not ref.startswith("#"):
-            raise DocumentError(where, f"$ref {ref!r}: only references inside the document (#/...) are supported")
+            raise DocumentError(
+                where,
+                f"$ref {ref!r}: only references inside the document (#/...) are supported",
+            )
         try:
             js.resolve_pointer(document, ref)
         except KeyError:

@@ -34,7 +34,7 @@ def cut(text: str, limit: int = MAX_TEXT) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def pointer(path) -> str:  # noqa: ANN001 - an iterable of keys and indexes
+def pointer(path) -> str:
     """A JSON pointer fragment (``#/a/0/b``) for a path into the body."""
     parts = [str(p).replace("~", "~0").replace("/", "~1") for p in path]
     return "#/" + "/".join(parts) if parts else "#"
@@ -57,7 +57,10 @@ def problem(
         "detail": cut(detail),
     }
     if errors:
-        shown = [{k: cut(v) if isinstance(v, str) else v for k, v in e.items()} for e in errors[:max_errors]]
+        shown = [
+            {k: cut(v) if isinstance(v, str) else v for k, v in e.items()}
+            for e in errors[:max_errors]
+        ]
         doc["errors"] = shown
         if len(errors) > max_errors:
             doc["omittedErrors"] = len(errors) - max_errors

@@ -66,7 +66,11 @@ def check_schema(schema: Any) -> str | None:
         jsonschema_rs.meta.validate(schema)
     except jsonschema_rs.ValidationError as exc:
         where = "/".join(str(p) for p in exc.instance_path)
-        return f"invalid schema at /{where}: {exc.message}" if where else f"invalid schema: {exc.message}"
+        return (
+            f"invalid schema at /{where}: {exc.message}"
+            if where
+            else f"invalid schema: {exc.message}"
+        )
     except jsonschema_rs.ReferencingError as exc:  # an unknown $schema
         return f"invalid schema: {exc}"
     return None
@@ -74,7 +78,9 @@ def check_schema(schema: Any) -> str | None:
 
 def registry_for(document: dict) -> Any:
     """A registry holding ``document`` at BASE_URI, for ``$ref``s rewritten to it."""
-    return jsonschema_rs.Registry([(BASE_URI, document)], draft=jsonschema_rs.Draft202012)
+    return jsonschema_rs.Registry(
+        [(BASE_URI, document)], draft=jsonschema_rs.Draft202012
+    )
 
 
 def errors(validator: Any, instance: Any, limit: int) -> list[tuple[list, str]]:
@@ -95,7 +101,11 @@ def bound_integer_formats(node: Any) -> Any:
     while stack:
         n = stack.pop()
         if isinstance(n, dict):
-            bounds = _INT_BOUNDS.get(n.get("format")) if isinstance(n.get("format"), str) else None
+            bounds = (
+                _INT_BOUNDS.get(n.get("format"))
+                if isinstance(n.get("format"), str)
+                else None
+            )
             if bounds is not None:
                 n.setdefault("minimum", bounds[0])
                 n.setdefault("maximum", bounds[1])
@@ -107,7 +117,13 @@ def bound_integer_formats(node: Any) -> Any:
 
 # --- OpenAPI 3.0 -> 2020-12 ------------------------------------------------------------
 
-_SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
+_SCHEMA_MAPS = (
+    "properties",
+    "patternProperties",
+    "$defs",
+    "definitions",
+    "dependentSchemas",
+)
 _SCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems")
 _SCHEMA_ONE = (
     "items",
@@ -150,7 +166,10 @@ def convert_30(schema: Any) -> Any:
             out["type"] = [*t, "null"]
         if isinstance(out.get("enum"), list) and None not in out["enum"]:
             out["enum"] = [*out["enum"], None]
-    for bound, exclusive in (("minimum", "exclusiveMinimum"), ("maximum", "exclusiveMaximum")):
+    for bound, exclusive in (
+        ("minimum", "exclusiveMinimum"),
+        ("maximum", "exclusiveMaximum"),
+    ):
         flag = out.get(exclusive)
         if isinstance(flag, bool):
             if flag and bound in out:
@@ -182,8 +201,7 @@ def unescape(token: str) -> str:
 
 def resolve_pointer(document: Any, ref: str) -> Any:
     """The value a local ``$ref`` (``#/a/b`` or ``BASE_URI#/a/b``) names; KeyError if none."""
-    if ref.startswith(BASE_URI):
-        ref = ref[len(BASE_URI) :]
+    ref = ref.removeprefix(BASE_URI)
     if not ref.startswith("#"):
         raise KeyError(ref)
     node = document
@@ -218,7 +236,9 @@ def refs_in(node: Any, at: str = "") -> Iterator[tuple[str, str]]:
             if k == "$ref" and isinstance(v, str):
                 yield at, v
             else:
-                yield from refs_in(v, f"{at}/{str(k).replace('~', '~0').replace('/', '~1')}")
+                yield from refs_in(
+                    v, f"{at}/{str(k).replace('~', '~0').replace('/', '~1')}"
+                )
     elif isinstance(node, list):
         for i, v in enumerate(node):
             yield from refs_in(v, f"{at}/{i}")

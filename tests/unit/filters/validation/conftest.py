@@ -25,10 +25,10 @@ class FakeRefs:
         self.errors: list[tuple[tuple, str]] = []
         self.key = "default/policy"
 
-    def error(self, path, message):  # noqa: ANN001, ANN201
+    def error(self, path, message):
         self.errors.append((("spec", *path), message))
 
-    def configmap(self, name, path, namespace=None):  # noqa: ANN001, ANN201
+    def configmap(self, name, path, namespace=None):
         if name not in self.configmaps:
             self.error(path, f"ConfigMap default/{name} not found")
             return None
@@ -45,21 +45,35 @@ class EchoUpstream:
         self.seen: list[dict] = []
         return self
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
                 lines = head.decode("latin-1").split("\r\n")
                 method, target, _ = lines[0].split(" ")
-                fields = [tuple(x.strip() for x in line.split(":", 1)) for line in lines[1:] if line]
+                fields = [
+                    tuple(x.strip() for x in line.split(":", 1))
+                    for line in lines[1:]
+                    if line
+                ]
                 lookup = {k.lower(): v for k, v in fields}
                 body = b""
                 if "content-length" in lookup:
                     body = await reader.readexactly(int(lookup["content-length"]))
-                record = {"method": method, "target": target, "headers": fields, "body": body.decode("latin-1")}
+                record = {
+                    "method": method,
+                    "target": target,
+                    "headers": fields,
+                    "body": body.decode("latin-1"),
+                }
                 self.seen.append(record)
                 if target.startswith("/raw"):
-                    out, ctype = body, lookup.get("content-type", "application/octet-stream")
+                    out, ctype = (
+                        body,
+                        lookup.get("content-type", "application/octet-stream"),
+                    )
                 else:
                     out, ctype = json.dumps(record).encode(), "application/json"
                 writer.write(

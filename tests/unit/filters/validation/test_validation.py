@@ -17,8 +17,14 @@ from meshgate.filters.validation.filters import OPERATION_VAR
 from meshgate.http.headers import Headers
 from meshgate.proxy.context import RequestContext
 
-EXAMPLE = Path(__file__).resolve().parents[4] / "examples" / "validation" / "openapi.yaml"
-TARGET = {"targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": "api"}]}
+EXAMPLE = (
+    Path(__file__).resolve().parents[4] / "examples" / "validation" / "openapi.yaml"
+)
+TARGET = {
+    "targetRefs": [
+        {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": "api"}
+    ]
+}
 
 
 def spec(**fields) -> ValidationPolicySpec:
@@ -27,14 +33,32 @@ def spec(**fields) -> ValidationPolicySpec:
 
 def petstore(fake_refs, **openapi):
     refs = fake_refs({"petstore": {"openapi.yaml": EXAMPLE.read_text()}})
-    filters = build(spec(openapi={"configMapRef": {"name": "petstore"}, "basePath": "/v1", **openapi}), refs)
+    filters = build(
+        spec(
+            openapi={"configMapRef": {"name": "petstore"}, "basePath": "/v1", **openapi}
+        ),
+        refs,
+    )
     assert refs.errors == []
     return filters
 
 
 def ctx(method: str, path: str, query: str = "", headers=()) -> RequestContext:
     return RequestContext(
-        method, path, path, query, Headers.from_pairs(headers), "h", "h", "http", "1.1", "127.0.0.1", 1, 80, "rid", 0.0
+        method,
+        path,
+        path,
+        query,
+        Headers.from_pairs(headers),
+        "h",
+        "h",
+        "http",
+        "1.1",
+        "127.0.0.1",
+        1,
+        80,
+        "rid",
+        0.0,
     )
 
 
@@ -78,27 +102,82 @@ def test_exactly_one_source_is_required():
 @pytest.mark.parametrize(
     ("document", "message"),
     [
-        ({"swagger": "2.0", "paths": {}}, "OpenAPI 3.0.x or 3.1.x is required, found swagger 2.0"),
+        (
+            {"swagger": "2.0", "paths": {}},
+            "OpenAPI 3.0.x or 3.1.x is required, found swagger 2.0",
+        ),
         ({"openapi": "3.0.3"}, "at /paths: the document has no paths"),
         (
-            {"openapi": "3.1.0", "paths": {"/a": {"get": {"parameters": [{"$ref": "#/components/parameters/Nope"}]}}}},
+            {
+                "openapi": "3.1.0",
+                "paths": {
+                    "/a": {
+                        "get": {
+                            "parameters": [{"$ref": "#/components/parameters/Nope"}]
+                        }
+                    }
+                },
+            },
             "at /paths/~1a/get/parameters/0: $ref '#/components/parameters/Nope' does not resolve",
         ),
         (
-            {"openapi": "3.1.0", "paths": {"/a": {"post": {"requestBody": {"content": {"application/json": {"schema": {"$ref": "other.yaml#/X"}}}}}}}},
+            {
+                "openapi": "3.1.0",
+                "paths": {
+                    "/a": {
+                        "post": {
+                            "requestBody": {
+                                "content": {
+                                    "application/json": {
+                                        "schema": {"$ref": "other.yaml#/X"}
+                                    }
+                                }
+                            }
+                        }
+                    }
+                },
+            },
             "only references inside the document",
         ),
         (
-            {"openapi": "3.1.0", "paths": {"/a": {"get": {"parameters": [{"name": "n", "in": "query", "schema": {"type": "integr"}}]}}}},
+            {
+                "openapi": "3.1.0",
+                "paths": {
+                    "/a": {
+                        "get": {
+                            "parameters": [
+                                {
+                                    "name": "n",
+                                    "in": "query",
+                                    "schema": {"type": "integr"},
+                                }
+                            ]
+                        }
+                    }
+                },
+            },
             "at /paths/~1a/get/parameters/0/schema: invalid schema at /type",
         ),
         (
-            {"openapi": "3.1.0", "paths": {"/a/{id}": {"get": {"parameters": [{"name": "x", "in": "path", "required": True}]}}}},
+            {
+                "openapi": "3.1.0",
+                "paths": {
+                    "/a/{id}": {
+                        "get": {
+                            "parameters": [
+                                {"name": "x", "in": "path", "required": True}
+                            ]
+                        }
+                    }
+                },
+            },
             "path parameter 'x' is not in the path template",
         ),
     ],
 )
-def test_a_document_that_does_not_compile_is_a_config_error_with_its_pointer(fake_refs, document, message):
+def test_a_document_that_does_not_compile_is_a_config_error_with_its_pointer(
+    fake_refs, document, message
+):
     refs = fake_refs()
     assert build(spec(openapi={"inline": document}), refs) == ()
     ((path, text),) = refs.errors
@@ -110,7 +189,10 @@ def test_a_missing_configmap_or_key_is_a_config_error(fake_refs):
     refs = fake_refs({"petstore": {"other": ""}})
     assert build(spec(openapi={"configMapRef": {"name": "nope"}}), refs) == ()
     assert build(spec(openapi={"configMapRef": {"name": "petstore"}}), refs) == ()
-    assert [p for p, _ in refs.errors] == [("spec", "openapi", "configMapRef"), ("spec", "openapi", "configMapRef", "key")]
+    assert [p for p, _ in refs.errors] == [
+        ("spec", "openapi", "configMapRef"),
+        ("spec", "openapi", "configMapRef", "key"),
+    ]
     assert "no key 'openapi.yaml'" in refs.errors[1][1]
 
 
@@ -125,7 +207,7 @@ def test_only_operations_with_bodies_add_a_body_hook(fake_refs):
     doc = {"openapi": "3.1.0", "paths": {"/a": {"get": {}}}}
     (only,) = build(spec(openapi={"inline": doc}), refs)
     assert overrides(only, "on_request") and not overrides(only, "on_request_body")
-    first, body = petstore(fake_refs, rejectUnknownOperations=True)
+    _first, body = petstore(fake_refs, rejectUnknownOperations=True)
     assert overrides(body, "on_request_body") and not overrides(body, "on_request")
 
 
@@ -139,14 +221,21 @@ def test_inline_text_documents_and_dates_stay_strings(fake_refs):
 # --- operations ---------------------------------------------------------------------------
 
 
-def test_unknown_paths_are_400_or_404_and_known_paths_with_another_method_405(fake_refs):
+def test_unknown_paths_are_400_or_404_and_known_paths_with_another_method_405(
+    fake_refs,
+):
     filters = petstore(fake_refs)
     doc = problem(run(filters, ctx("GET", "/v1/owners")))
     assert doc["status"] == 400 and "GET /v1/owners" in doc["detail"]
     assert run(filters, ctx("GET", "/elsewhere/pets")).status == 400  # outside basePath
     reply = run(filters, ctx("PUT", "/v1/pets"))
     assert reply.status == 405 and ("allow", "GET, POST") in reply.headers
-    assert run(petstore(fake_refs, unknownOperationStatus=404), ctx("GET", "/v1/owners")).status == 404
+    assert (
+        run(
+            petstore(fake_refs, unknownOperationStatus=404), ctx("GET", "/v1/owners")
+        ).status
+        == 404
+    )
 
 
 def test_unknown_operations_pass_when_not_rejected(fake_refs):
@@ -159,7 +248,14 @@ def test_concrete_paths_win_and_head_is_get():
     from meshgate.filters.validation.openapi import compile_document
 
     table = compile_document(
-        {"openapi": "3.1.0", "paths": {"/p/{id}": {"get": {}}, "/p/mine": {"post": {}}, "/p/{id}/x.{ext}": {"get": {}}}}
+        {
+            "openapi": "3.1.0",
+            "paths": {
+                "/p/{id}": {"get": {}},
+                "/p/mine": {"post": {}},
+                "/p/{id}/x.{ext}": {"get": {}},
+            },
+        }
     )
     assert table.match("/p/mine")[0].template == "/p/mine"
     assert table.match("/p/7") == (table.templated[-1], {"id": "7"})
@@ -173,7 +269,10 @@ def test_concrete_paths_win_and_head_is_get():
 def test_path_parameters_are_typed_and_bounded(fake_refs):
     filters = petstore(fake_refs)
     assert run(filters, ctx("GET", "/v1/pets/42")) is None
-    for value, detail in (("abc", '"abc" is not of type "integer"'), ("0", "0 is less than the minimum of 1")):
+    for value, detail in (
+        ("abc", '"abc" is not of type "integer"'),
+        ("0", "0 is less than the minimum of 1"),
+    ):
         doc = problem(run(filters, ctx("GET", f"/v1/pets/{value}")))
         assert doc["errors"] == [{"in": "path", "name": "petId", "detail": detail}]
     # int64: the format bounds the integer
@@ -182,9 +281,15 @@ def test_path_parameters_are_typed_and_bounded(fake_refs):
 
 def test_query_parameters_each_failure_named(fake_refs):
     filters = petstore(fake_refs)
-    assert run(filters, ctx("GET", "/v1/pets", "limit=5&status=sold&tag=a&tag=b")) is None
+    assert (
+        run(filters, ctx("GET", "/v1/pets", "limit=5&status=sold&tag=a&tag=b")) is None
+    )
     doc = problem(run(filters, ctx("GET", "/v1/pets", "limit=500&status=lost&tag=")))
-    assert [(e["in"], e["name"]) for e in doc["errors"]] == [("query", "limit"), ("query", "status"), ("query", "tag")]
+    assert [(e["in"], e["name"]) for e in doc["errors"]] == [
+        ("query", "limit"),
+        ("query", "status"),
+        ("query", "tag"),
+    ]
     assert doc["errors"][2]["pointer"] == "#/0"  # the first tag is empty
     assert "100" in doc["errors"][0]["detail"]
 
@@ -199,27 +304,75 @@ def test_query_styles_arrays_and_deep_objects():
             "/s": {
                 "get": {
                     "parameters": [
-                        {"name": "ids", "in": "query", "explode": False, "schema": {"type": "array", "items": {"type": "integer"}}},
-                        {"name": "f", "in": "query", "style": "deepObject", "schema": {"type": "object", "properties": {"min": {"type": "number"}}, "additionalProperties": False}},
-                        {"name": "q", "in": "query", "content": {"application/json": {"schema": {"type": "object", "required": ["a"]}}}},
-                        {"name": "flag", "in": "query", "required": True, "schema": {"type": "boolean"}},
+                        {
+                            "name": "ids",
+                            "in": "query",
+                            "explode": False,
+                            "schema": {"type": "array", "items": {"type": "integer"}},
+                        },
+                        {
+                            "name": "f",
+                            "in": "query",
+                            "style": "deepObject",
+                            "schema": {
+                                "type": "object",
+                                "properties": {"min": {"type": "number"}},
+                                "additionalProperties": False,
+                            },
+                        },
+                        {
+                            "name": "q",
+                            "in": "query",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"type": "object", "required": ["a"]}
+                                }
+                            },
+                        },
+                        {
+                            "name": "flag",
+                            "in": "query",
+                            "required": True,
+                            "schema": {"type": "boolean"},
+                        },
                     ]
                 }
             }
         },
     }
     f = OperationValidation(compile_document(doc), "", True, 400, 10, False)
-    assert f.on_request(ctx("GET", "/s", "ids=1,2,3&f[min]=1.5&q=%7B%22a%22%3A1%7D&flag=true")) is None
-    errors = problem(f.on_request(ctx("GET", "/s", "ids=1,x&f[max]=1&q=%7B%7D")))["errors"]
-    assert {(e["name"], e.get("pointer")) for e in errors} == {("ids", "#/1"), ("f", None), ("q", None), ("flag", None)}
-    assert {"in": "query", "name": "flag", "detail": "required parameter is missing"} in errors
+    assert (
+        f.on_request(
+            ctx("GET", "/s", "ids=1,2,3&f[min]=1.5&q=%7B%22a%22%3A1%7D&flag=true")
+        )
+        is None
+    )
+    errors = problem(f.on_request(ctx("GET", "/s", "ids=1,x&f[max]=1&q=%7B%7D")))[
+        "errors"
+    ]
+    assert {(e["name"], e.get("pointer")) for e in errors} == {
+        ("ids", "#/1"),
+        ("f", None),
+        ("q", None),
+        ("flag", None),
+    }
+    assert {
+        "in": "query",
+        "name": "flag",
+        "detail": "required parameter is missing",
+    } in errors
 
 
 def test_header_and_cookie_parameters(fake_refs):
     filters = petstore(fake_refs)
     doc = problem(run(filters, ctx("DELETE", "/v1/pets/1")))
-    assert doc["errors"] == [{"in": "header", "name": "x-reason", "detail": "required parameter is missing"}]
-    assert run(filters, ctx("DELETE", "/v1/pets/1", headers=[("X-Reason", "sold out")])) is None
+    assert doc["errors"] == [
+        {"in": "header", "name": "x-reason", "detail": "required parameter is missing"}
+    ]
+    assert (
+        run(filters, ctx("DELETE", "/v1/pets/1", headers=[("X-Reason", "sold out")]))
+        is None
+    )
     c = ctx("POST", "/v1/pets", headers=[*JSON, ("idempotency-key", "not-a-uuid")])
     assert problem(run(filters, c))["errors"][0]["name"] == "idempotency-key"
 
@@ -227,11 +380,36 @@ def test_header_and_cookie_parameters(fake_refs):
     from meshgate.filters.validation.openapi import compile_document
 
     table = compile_document(
-        {"openapi": "3.1.0", "paths": {"/c": {"get": {"parameters": [{"name": "session", "in": "cookie", "required": True, "schema": {"type": "string", "pattern": "^[a-f0-9]{8}$"}}]}}}}
+        {
+            "openapi": "3.1.0",
+            "paths": {
+                "/c": {
+                    "get": {
+                        "parameters": [
+                            {
+                                "name": "session",
+                                "in": "cookie",
+                                "required": True,
+                                "schema": {
+                                    "type": "string",
+                                    "pattern": "^[a-f0-9]{8}$",
+                                },
+                            }
+                        ]
+                    }
+                }
+            },
+        }
     )
     f = OperationValidation(table, "", True, 400, 10, False)
-    assert f.on_request(ctx("GET", "/c", headers=[("cookie", "a=1; session=deadbeef")])) is None
-    assert f.on_request(ctx("GET", "/c", headers=[("cookie", "session=nope")])).status == 400
+    assert (
+        f.on_request(ctx("GET", "/c", headers=[("cookie", "a=1; session=deadbeef")]))
+        is None
+    )
+    assert (
+        f.on_request(ctx("GET", "/c", headers=[("cookie", "session=nope")])).status
+        == 400
+    )
 
 
 # --- bodies --------------------------------------------------------------------------------
@@ -240,7 +418,10 @@ def test_header_and_cookie_parameters(fake_refs):
 def test_a_valid_body_passes_and_read_only_fields_are_not_required(fake_refs):
     filters = petstore(fake_refs)
     c = ctx("POST", "/v1/pets", headers=JSON)
-    assert run(filters, c, b'{"name": "Rex", "status": "available", "owner": null}') is None
+    assert (
+        run(filters, c, b'{"name": "Rex", "status": "available", "owner": null}')
+        is None
+    )
     assert c.vars[OPERATION_VAR].label == "POST /pets"
 
 
@@ -256,32 +437,73 @@ def test_body_failures_name_each_field_by_json_pointer(fake_refs):
 
 def test_missing_required_field_and_nullable(fake_refs):
     filters = petstore(fake_refs)
-    doc = problem(run(filters, ctx("POST", "/v1/pets", headers=JSON), b'{"name": "Rex", "status": null}'))
+    doc = problem(
+        run(
+            filters,
+            ctx("POST", "/v1/pets", headers=JSON),
+            b'{"name": "Rex", "status": null}',
+        )
+    )
     assert {e["pointer"] for e in doc["errors"]} == {"#/status"}  # type and enum
-    doc = problem(run(filters, ctx("POST", "/v1/pets", headers=JSON), b'{"name": "Rex"}'))
+    doc = problem(
+        run(filters, ctx("POST", "/v1/pets", headers=JSON), b'{"name": "Rex"}')
+    )
     assert "status" in doc["errors"][0]["detail"]
 
 
 def test_not_json_empty_and_wrong_media_type(fake_refs):
     filters = petstore(fake_refs)
     doc = problem(run(filters, ctx("POST", "/v1/pets", headers=JSON), b"{nope"))
-    assert doc["status"] == 400 and doc["detail"].startswith("request body is not valid JSON")
+    assert doc["status"] == 400 and doc["detail"].startswith(
+        "request body is not valid JSON"
+    )
     doc = problem(run(filters, ctx("POST", "/v1/pets", headers=JSON), b""))
     assert doc["detail"] == "POST /pets requires a request body"
-    reply = run(filters, ctx("POST", "/v1/pets", headers=[("content-type", "text/plain"), ("content-length", "3")]), b"abc")
+    reply = run(
+        filters,
+        ctx(
+            "POST",
+            "/v1/pets",
+            headers=[("content-type", "text/plain"), ("content-length", "3")],
+        ),
+        b"abc",
+    )
     assert reply.status == 415 and ("accept-post", "application/json") in reply.headers
     # +json media types and declared non-JSON media types
     patch = [("content-type", "application/merge-patch+json"), ("content-length", "1")]
-    assert run(filters, ctx("PATCH", "/v1/pets/1", headers=patch), b'{"name": "Max"}') is None
+    assert (
+        run(filters, ctx("PATCH", "/v1/pets/1", headers=patch), b'{"name": "Max"}')
+        is None
+    )
     assert run(filters, ctx("PATCH", "/v1/pets/1", headers=patch), b"{}").status == 400
     png = [("content-type", "image/png"), ("content-length", "4")]
     assert run(filters, ctx("PUT", "/v1/pets/1/photo", headers=png), b"\x89PNG") is None
 
 
 def test_errors_are_capped(fake_refs):
-    doc = {"openapi": "3.1.0", "paths": {"/b": {"post": {"requestBody": {"content": {"application/json": {"schema": {"type": "array", "items": {"type": "integer"}}}}}}}}}
+    doc = {
+        "openapi": "3.1.0",
+        "paths": {
+            "/b": {
+                "post": {
+                    "requestBody": {
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "array",
+                                    "items": {"type": "integer"},
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    }
     filters = build(spec(openapi={"inline": doc}, maxErrors=3), fake_refs())
-    out = problem(run(filters, ctx("POST", "/b", headers=JSON), orjson.dumps(["x" * 5000] * 50)))
+    out = problem(
+        run(filters, ctx("POST", "/b", headers=JSON), orjson.dumps(["x" * 5000] * 50))
+    )
     assert len(out["errors"]) == 3 and out["omittedErrors"] == 1
     assert all(len(e["detail"]) <= 200 for e in out["errors"])
 
@@ -291,19 +513,41 @@ def test_openapi_30_exclusive_bounds_and_31_type_lists(fake_refs):
         ("3.0.3", {"type": "number", "minimum": 0, "exclusiveMinimum": True}),
         ("3.1.0", {"type": ["number", "null"], "exclusiveMinimum": 0}),
     ):
-        doc = {"openapi": version, "paths": {"/n": {"get": {"parameters": [{"name": "x", "in": "query", "schema": schema}]}}}}
+        doc = {
+            "openapi": version,
+            "paths": {
+                "/n": {
+                    "get": {
+                        "parameters": [{"name": "x", "in": "query", "schema": schema}]
+                    }
+                }
+            },
+        }
         (f,) = build(spec(openapi={"inline": doc}), fake_refs())
         assert f.on_request(ctx("GET", "/n", "x=0.5")) is None
         assert f.on_request(ctx("GET", "/n", "x=0")).status == 400
 
 
 def test_plain_json_schema_for_bodies(fake_refs):
-    (f,) = build(spec(jsonSchema={"schema": {"type": "object", "required": ["sku"]}}), fake_refs())
+    (f,) = build(
+        spec(jsonSchema={"schema": {"type": "object", "required": ["sku"]}}),
+        fake_refs(),
+    )
     assert f.on_request_body(ctx("GET", "/any"), b"") is None  # GET is not in methods
     assert f.on_request_body(ctx("POST", "/any", headers=JSON), b'{"sku": "a"}') is None
-    assert problem(f.on_request_body(ctx("POST", "/any", headers=JSON), b"{}"))["errors"][0]["pointer"] == "#"
+    assert (
+        problem(f.on_request_body(ctx("POST", "/any", headers=JSON), b"{}"))["errors"][
+            0
+        ]["pointer"]
+        == "#"
+    )
     assert f.on_request_body(ctx("PUT", "/any", headers=JSON), b"").status == 400
-    assert f.on_request_body(ctx("POST", "/any", headers=[("content-type", "text/csv")]), b"a,b").status == 415
+    assert (
+        f.on_request_body(
+            ctx("POST", "/any", headers=[("content-type", "text/csv")]), b"a,b"
+        ).status
+        == 415
+    )
 
 
 # --- through a real Engine ---------------------------------------------------------------
@@ -312,13 +556,23 @@ def test_plain_json_schema_for_bodies(fake_refs):
 async def test_through_the_engine_failures_are_not_forwarded(fake_refs, gateway_with):
     async with gateway_with(petstore(fake_refs)) as (client, upstream):
         r = await client.post("/v1/pets", json={"name": "Rex", "status": "sold"})
-        assert r.status_code == 200 and json.loads(r.json()["body"]) == {"name": "Rex", "status": "sold"}
+        assert r.status_code == 200 and json.loads(r.json()["body"]) == {
+            "name": "Rex",
+            "status": "sold",
+        }
         r = await client.post("/v1/pets", json={"name": "Rex", "status": "eaten"})
-        assert r.status_code == 400 and r.headers["content-type"] == "application/problem+json"
+        assert (
+            r.status_code == 400
+            and r.headers["content-type"] == "application/problem+json"
+        )
         assert r.json()["errors"][0]["pointer"] == "#/status"
         r = await client.get("/v1/pets", params={"limit": "x"})
         assert r.status_code == 400
-        r = await client.post("/v1/pets", content=b"x" * (1024 * 1024 + 1), headers={"content-type": "application/json"})
+        r = await client.post(
+            "/v1/pets",
+            content=b"x" * (1024 * 1024 + 1),
+            headers={"content-type": "application/json"},
+        )
         assert r.status_code == 413
         r = await client.get("/v1/pets/7")
         assert r.status_code == 200
