@@ -419,7 +419,6 @@ def test_route_rule_retry_and_request_timeout_win_over_the_policy():
 
 
 def test_fault_filters_run_before_the_rule_filters():
-    pytest.importorskip("meshgate.filters.resilience.fault")
     route = BASE.replace(
         "  - name: a\n    matches: [{path: {value: /a}}]\n",
         "  - name: a\n    matches: [{path: {value: /a}}]\n"

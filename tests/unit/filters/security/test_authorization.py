@@ -382,11 +382,7 @@ def test_policy_puts_authorization_in_front_of_the_rule():
 
 def test_unknown_jwt_provider_is_a_config_error_when_the_policy_lists_providers():
     """Checked only when the policy's jwt section lists providers (claims may also come
-    from an IntrospectionPolicy); the model's jwt section may not exist yet."""
-    from meshgate.config.models.security.jwt import JWT
-
-    if "providers" not in JWT.model_fields:
-        pytest.skip("SecurityPolicy jwt section has no providers yet")
+    from an IntrospectionPolicy)."""
     result = load_texts([("t.yaml", BASE + "---\n" + policy("""
         jwt:
           providers:
@@ -397,8 +393,7 @@ def test_unknown_jwt_provider_is_a_config_error_when_the_policy_lists_providers(
           - action: Allow
             principal: {jwt: {provider: other, scopes: [read]}}
     """))])
-    if result.errors:
-        pytest.skip(f"jwt section not accepted yet: {result.errors[0]}")
+    assert result.errors == []
     with pytest.raises(ConfigInvalid) as e:
         compile_snapshot(result.resources)
     assert "spec.authorization.rules[0].principal.jwt.provider" in str(e.value)
