@@ -74,6 +74,7 @@ class RequestContext:
         "trace",
         "consumer",
         "claims",
+        "auth_provider",
         "tls",
     )
 
@@ -131,6 +132,7 @@ class RequestContext:
         # headers) and by logs and metrics.
         self.consumer: str | None = None  # who is calling: a Consumer name or client id
         self.claims: dict[str, Any] | None = None  # verified JWT / introspection claims
+        self.auth_provider: str | None = None  # the jwt provider that verified ``claims``
         self.tls: Any = None  # tls.sni.TLSInfo on HTTPS listeners: SNI, listener, peer certificate
 
     def target(self) -> str:

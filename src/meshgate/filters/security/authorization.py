@@ -65,10 +65,11 @@ class CompiledRule:
     """One rule, ready to match: each check is None when the rule does not have it."""
 
     __slots__ = (
-        "name", "allow", "methods", "cidrs", "headers", "claims", "scopes", "consumers", "_described"
+        "name", "allow", "methods", "cidrs", "headers", "claims", "scopes", "consumers",
+        "provider", "_described",
     )
 
-    def __init__(self, rule: AuthorizationRule, name: str) -> None:
+    def __init__(self, rule: AuthorizationRule, name: str, check_provider: bool = False) -> None:
         self.name = name
         self.allow = rule.action == "Allow"
         self.methods = frozenset(rule.operation.methods) if rule.operation else None
@@ -78,6 +79,9 @@ class CompiledRule:
         self.claims: tuple[tuple[tuple[str, ...], bool, frozenset[str]], ...] | None = None
         self.scopes: frozenset[str] | None = None
         self.consumers: frozenset[str] | None = None
+        # The jwt provider that must have verified the claims (when the policy has jwt
+        # providers; claims from an IntrospectionPolicy have none).
+        self.provider: str | None = None
         self._described: dict[str, Any] = {"name": name, "action": rule.action}
         if rule.operation is not None:
             self._described["methods"] = list(rule.operation.methods)
@@ -99,6 +103,8 @@ class CompiledRule:
                 for c in p.jwt.claims or ()
             )
             self.scopes = frozenset(p.jwt.scopes or ())
+            if check_provider:
+                self.provider = p.jwt.provider
         if p.consumers:
             self.consumers = frozenset(p.consumers)
 
@@ -132,6 +138,8 @@ class CompiledRule:
         if self.claims is not None:
             claims = ctx.claims
             if claims is None:
+                return False
+            if self.provider is not None and ctx.auth_provider != self.provider:
                 return False
             for path, is_array, values in self.claims:
                 value = _claim(claims, path)
@@ -189,7 +197,7 @@ def build(spec: AuthorizationConfig, refs: PolicyRefs) -> tuple[Authorization, .
                 f"no jwt provider named {jwt.provider!r} in this SecurityPolicy "
                 f"(providers: {', '.join(sorted(providers)) or 'none'})",
             )
-        rules.append(CompiledRule(rule, rule.name or f"rule-{i}"))
+        rules.append(CompiledRule(rule, rule.name or f"rule-{i}", providers is not None))
     return (Authorization(tuple(rules), spec.defaultAction == "Allow"),)
 
 

@@ -247,6 +247,7 @@ class JWTAuthn(Filter):
 
     def _accept(self, ctx: RequestContext, provider: Provider, claims: dict) -> None:
         ctx.claims = claims
+        ctx.auth_provider = provider.name
         headers = ctx.headers
         for header, path in provider.claim_headers:
             value = _claim(claims, path)

@@ -398,3 +398,22 @@ def test_unknown_jwt_provider_is_a_config_error_when_the_policy_lists_providers(
         compile_snapshot(result.resources)
     assert "spec.authorization.rules[0].principal.jwt.provider" in str(e.value)
     assert "no jwt provider named 'other'" in str(e.value)
+
+
+def test_a_jwt_principal_needs_claims_verified_by_its_own_provider():
+    cfg = Config.model_validate(
+        {
+            "defaultAction": "Deny",
+            "rules": [
+                {"action": "Allow", "principal": {"jwt": {"provider": "partners", "scopes": ["read"]}}}
+            ],
+        }
+    )
+    rules = tuple(CompiledRule(r, "r", check_provider=True) for r in cfg.rules)
+    f = Authorization(rules, default_allow=False)
+    ctx = request(claims={"scope": "read"})
+    ctx.auth_provider = "staff"  # same claims, verified by another provider of the policy
+    assert f.on_request(ctx) is not None
+    ctx = request(claims={"scope": "read"})
+    ctx.auth_provider = "partners"
+    assert f.on_request(ctx) is None
