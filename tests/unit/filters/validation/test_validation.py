@@ -18,7 +18,11 @@ from meshgate.http.headers import Headers
 from meshgate.proxy.context import RequestContext
 
 EXAMPLE = (
-    Path(__file__).resolve().parents[4] / "examples" / "validation" / "openapi.yaml"
+    Path(__file__).resolve().parents[4]
+    / "examples"
+    / "validation"
+    / "openapi"
+    / "petstore.yaml"
 )
 TARGET = {
     "targetRefs": [
@@ -588,6 +592,6 @@ async def test_the_body_limit_comes_from_max_body_bytes(fake_refs, gateway_with)
 
 
 def test_example_configmap_holds_the_example_document():
-    docs = list(yaml.safe_load_all((EXAMPLE.parent / "policy.yaml").read_text()))
+    docs = list(yaml.safe_load_all((EXAMPLE.parent.parent / "policy.yaml").read_text()))
     (cm,) = [d for d in docs if d["kind"] == "ConfigMap"]
     assert cm["data"]["openapi.yaml"] == EXAMPLE.read_text()
