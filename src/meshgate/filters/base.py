@@ -5,7 +5,10 @@ looks at which hooks a filter class overrides once, when a snapshot is compiled,
 calls only those on the request path. A hook may be a plain function or ``async``.
 
 - ``on_request(ctx)``: return ``None`` to continue, or a ``LocalReply`` to answer the
-  request without going upstream (a redirect, a preflight, a denial).
+  request without going upstream (a redirect, a preflight, a denial). A plain hook
+  that only sometimes has to wait may return an awaitable (of ``None`` or a
+  ``LocalReply``) for those requests: the others stay on the fast path, where an
+  ``async`` hook would put every request on the coroutine path.
 - ``on_response(ctx, head)``: change the response head (status, fields) before it is
   sent downstream. Runs for upstream responses and for local replies made after routing.
 - ``on_request_body(ctx, body)``: the whole request body, read before anything goes

@@ -51,6 +51,10 @@ _REPLAY_LIMIT = 64 * 1024  # request bodies up to this are kept for retries and 
 _NO_BODY_STATUS = frozenset((204, 304))
 
 
+# Returned by _sync_request_filters when a filter deferred the request to its coroutine.
+_DEFERRED = LocalReply(0)
+
+
 def after_delay(current: str, flag: str) -> str:
     """The response flag to log: an injected delay (DI) stays beside what followed,
     comma-joined as Envoy logs several flags (``DI,UF``)."""
@@ -169,6 +173,8 @@ class Exchange(CoroutinePath):
                 return
             reply = self._sync_request_filters()
             if reply is not None:
+                if reply is _DEFERRED:
+                    return  # a filter must wait: the request's coroutine goes on
                 self.send_local(reply)
                 self._finish(None)
                 return
@@ -196,9 +202,14 @@ class Exchange(CoroutinePath):
 
     def _sync_request_filters(self) -> LocalReply | None:
         ctx = self.ctx
-        for hook, _ in ctx.rule.request_hooks:  # type: ignore[union-attr]
+        for i, (hook, _) in enumerate(ctx.rule.request_hooks):  # type: ignore[union-attr]
             reply = hook(ctx)
             if reply is not None:
+                if not isinstance(reply, LocalReply):
+                    # A plain hook returned an awaitable: this request must wait (a key
+                    # refetch, say). The coroutine awaits it and runs the hooks after it.
+                    self.task = self.engine.loop.create_task(self.run((i + 1, reply)))
+                    return _DEFERRED
                 return reply
         backend = self._pick_backend()
         for hook, _ in backend.request_hooks:

@@ -42,11 +42,13 @@ class CoroutinePath:
 
     # -- the request's coroutine ---------------------------------------------------
 
-    async def run(self) -> None:
+    async def run(self, resume: tuple | None = None) -> None:
+        """``resume``: (index of the next request hook, the awaitable a plain hook
+        returned) when the socket-callback path handed the request over mid-filters."""
         ctx = self.ctx
         error: ProxyError | None = None
         try:
-            reply = await self.apply_request_filters()
+            reply = await self.apply_request_filters(resume)
             if reply is None and ctx.rule.request_body_hooks:  # type: ignore[union-attr]
                 reply = await self.apply_request_body_hooks()
             if reply is None:
@@ -74,12 +76,27 @@ class CoroutinePath:
             self._finish(error)
 
 
-    async def apply_request_filters(self) -> LocalReply | None:
+    async def apply_request_filters(self, resume: tuple | None = None) -> LocalReply | None:
+        """The rule's request hooks, then the backend's. A hook may be ``async``, or a
+        plain function that returns an awaitable when (rarely) it has to wait."""
+        from meshgate.proxy.context import LocalReply
+
         ctx = self.ctx
         rule = ctx.rule
-        for hook, is_async in rule.request_hooks:  # type: ignore[union-attr]
+        hooks = rule.request_hooks  # type: ignore[union-attr]
+        if resume is not None:
+            start, pending = resume
+            reply = await pending
+            if reply is not None:
+                return reply
+            hooks = hooks[start:]
+        for hook, is_async in hooks:
             reply = await hook(ctx) if is_async else hook(ctx)
             if reply is not None:
+                if not isinstance(reply, LocalReply):
+                    reply = await reply
+                    if reply is None:
+                        continue
                 return reply
         backend = self._pick_backend()
         for hook, is_async in backend.request_hooks:

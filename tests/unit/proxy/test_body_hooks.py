@@ -182,3 +182,59 @@ async def test_a_close_delimited_response_body_is_hooked_whole(gateway):
 async def test_head_requests_skip_the_response_body_hook(gateway):
     r = await gateway.head("/")
     assert r.status_code == 200 and "x-body-hooked" not in r.headers
+
+
+# --- a plain hook that sometimes returns an awaitable ----------------------------------
+
+
+class SometimesWaits(Filter):
+    """Waits (an awaitable) only for /wait and /teapot; answers 418 after waiting for
+    /teapot; otherwise passes at once."""
+
+    name = "sometimes-waits"
+
+    def on_request(self, ctx):  # noqa: ANN001, ANN201
+        if ctx.path in ("/wait", "/teapot"):
+            return self._later(ctx)
+        return None
+
+    async def _later(self, ctx):  # noqa: ANN001, ANN202
+        await asyncio.sleep(0)
+        if ctx.path == "/teapot":
+            return LocalReply(418, [], b"waited\n")
+        return None
+
+
+class Marks(Filter):
+    name = "marks"
+
+    def on_request(self, ctx):  # noqa: ANN001, ANN201
+        ctx.headers.set("x-marked", "yes")
+
+
+@pytest.fixture
+async def deferring_gateway():
+    upstream = await Upstream().start()
+    port = free_port()
+    loaded = load_texts([("c.yaml", config(port, upstream.port))])
+    snapshot = compile_snapshot(loaded.resources)
+    (match,) = snapshot.ports[port].default_listener.any_host.matches
+    rule = replace(match.rule, filters=(SometimesWaits(), Marks()))
+    assert not rule.needs_task  # plain hooks: the fast path serves most requests
+    object.__setattr__(match, "rule", rule)
+    engine = Engine(bind="127.0.0.1")
+    await engine.apply(snapshot)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        yield client
+    await engine.drain(0.1)
+    upstream.server.close()
+
+
+async def test_a_deferred_request_runs_the_hooks_after_the_waiting_one(deferring_gateway):
+    for path in ("/", "/wait"):
+        r = await deferring_gateway.post(path, content=b"x")
+        assert r.status_code == 200
+    # Marks ran after SometimesWaits in both cases (the upstream got its header):
+    # the upstream echoes no headers, so check through a reply that Marks would not make.
+    r = await deferring_gateway.get("/teapot")
+    assert (r.status_code, r.content) == (418, b"waited\n")

@@ -265,11 +265,16 @@ class RemoteJWTAuthn(JWTAuthn):
 
     __slots__ = ()
 
-    async def on_request(self, ctx: RequestContext) -> LocalReply | None:  # type: ignore[override]
+    def on_request(self, ctx: RequestContext) -> Any:  # type: ignore[override]
+        # Plain, so known keys keep the request on the fast path; only an unknown kid
+        # returns an awaitable (the engine then waits for the refetch).
         result = self.authenticate(ctx, time.time(), refetch=True)
         if result is None or not isinstance(result, list):
             return result
-        for source in dict.fromkeys(result):
+        return self._after_refetch(ctx, result)
+
+    async def _after_refetch(self, ctx: RequestContext, stale: list) -> LocalReply | None:
+        for source in dict.fromkeys(stale):
             await source.refetch()
         return self.authenticate(ctx, time.time(), refetch=False)
 
