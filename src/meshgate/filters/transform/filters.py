@@ -289,6 +289,8 @@ class ResponseBodyTransform(Filter):
                     exc,
                 )
             return None
+        if not isinstance(doc, (dict, list)):
+            return None
         return orjson.dumps(self.edits.apply(doc, ctx, head))
 
     def describe(self) -> dict:

@@ -381,3 +381,23 @@ async def test_response_body_over_the_limit_is_502(gateway_with):
             "/raw", content=b"{not json", headers={"content-type": "application/json"}
         )
         assert (r.status_code, r.content) == (200, b"{not json")
+
+
+def test_the_docs_show_the_example_policy():
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[4]
+    shown = yaml.safe_load(
+        re.search(
+            r"```yaml\n(.*?)```",
+            (root / "docs" / "transform.md").read_text(),
+            re.DOTALL,
+        ).group(1)
+    )
+    docs = yaml.safe_load_all(
+        (root / "examples" / "transform" / "policy.yaml").read_text()
+    )
+    assert shown == next(d for d in docs if d["kind"] == "TransformPolicy")

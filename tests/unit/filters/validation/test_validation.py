@@ -595,3 +595,20 @@ def test_example_configmap_holds_the_example_document():
     docs = list(yaml.safe_load_all((EXAMPLE.parent.parent / "policy.yaml").read_text()))
     (cm,) = [d for d in docs if d["kind"] == "ConfigMap"]
     assert cm["data"]["openapi.yaml"] == EXAMPLE.read_text()
+
+
+def test_the_docs_show_the_example_policy():
+    import re
+
+    root = EXAMPLE.parents[3]
+    shown = yaml.safe_load(
+        re.search(
+            r"```yaml\n(.*?)```",
+            (root / "docs" / "validation.md").read_text(),
+            re.DOTALL,
+        ).group(1)
+    )
+    docs = yaml.safe_load_all(
+        (root / "examples" / "validation" / "policy.yaml").read_text()
+    )
+    assert shown == next(d for d in docs if d["kind"] == "ValidationPolicy")
