@@ -53,6 +53,11 @@ class Filter:
 
     #: the largest body a body hook of this filter buffers, in bytes
     body_limit = 1024 * 1024
+    #: a response body over ``body_limit``: "error" (502) or "pass" (streamed on without
+    #: this filter's hook; for filters that only observe, like a cache)
+    body_overflow = "error"
+    #: give a 304 response to ``on_response_body`` too (with an empty body)
+    body_on_not_modified = False
 
     def on_request_body(self, ctx: RequestContext, body: bytes) -> LocalReply | bytes | None:  # noqa: ARG002
         return None

@@ -39,7 +39,14 @@ from meshgate.proxy.errors import (
     reason_phrase,
 )
 from meshgate.proxy.heads import decode_fields, response_fields, upstream_request_head
-from meshgate.proxy.retrying import _WAIT_BODY, _WAIT_END, _WAIT_HEAD, _WAIT_NONE, CoroutinePath
+from meshgate.proxy.retrying import (
+    _WAIT_BODY,
+    _WAIT_END,
+    _WAIT_HEAD,
+    _WAIT_NONE,
+    CoroutinePath,
+    overflow_passes,
+)
 
 if TYPE_CHECKING:
     from meshgate.config.snapshot import Snapshot
@@ -348,7 +355,11 @@ class Exchange(CoroutinePath):
             self.pending_body.append(data)
             if self.buffer_limit and self.waiting == _WAIT_END:
                 if sum(len(b) for b in self.pending_body) > self.buffer_limit:
-                    self._upstream_failed(ResponseBodyTooLarge())
+                    self.buffer_limit = 0
+                    if overflow_passes(self.ctx.rule):
+                        self._send_upstream_head()  # stream it on, past the hooks
+                    else:
+                        self._upstream_failed(ResponseBodyTooLarge())
 
     def on_upstream_complete(self, keep_alive: bool) -> None:
         self.upstream_complete = True
@@ -647,7 +658,12 @@ class Exchange(CoroutinePath):
         # A request whose body we have not read whole cannot share the connection.
         keep_alive = self.req_keep_alive and self.body_done and not self.engine.draining
         body = reply.body
-        headers.set("content-length", str(len(body)))
+        if status == 204 or (status == 304 and not body):
+            body = b""  # no body; a 204 has no Content-Length, a 304 keeps the one it has
+            if status == 204:
+                headers.remove("content-length")
+        else:
+            headers.set("content-length", str(len(body)))
         if not keep_alive:
             headers.set("connection", "close")
         data = f"HTTP/1.1 {status} {reason_phrase(status)}\r\n".encode() + headers.encode() + b"\r\n"

@@ -143,17 +143,30 @@ class CoroutinePath:
         hooks with its head, and send the result downstream."""
         ctx = self.ctx
         rule = ctx.rule
+        hooks = rule.response_body_hooks  # type: ignore[union-attr]
+        if self.resp_status == 304:
+            # Only filters that ask for it see a 304 (a cache turning it into the
+            # stored response); for the others it has no body to work on.
+            hooks = tuple(h for h in hooks if getattr(h[0].__self__, "body_on_not_modified", False))
+            if not hooks:
+                self._send_upstream_head()
+                return
         if not self.upstream_complete:
             self.buffer_limit = rule.body_limit  # type: ignore[union-attr]
             self.waiter = self.engine.loop.create_future()
             self.waiting = _WAIT_END
             await self.waiter
             self.buffer_limit = 0
+            if self.streaming:
+                return  # it outgrew the limit and went past the hooks (body_overflow)
         body = b"".join(self.pending_body)
         if len(body) > rule.body_limit:  # type: ignore[union-attr]
-            raise ResponseBodyTooLarge()
+            if not overflow_passes(rule):
+                raise ResponseBodyTooLarge()
+            self._send_upstream_head()
+            return
         head = self.response_head()
-        for hook, is_async in rule.response_body_hooks:  # type: ignore[union-attr]
+        for hook, is_async in hooks:
             result = await hook(ctx, head, body) if is_async else hook(ctx, head, body)
             if result is not None:
                 body = result
@@ -270,8 +283,22 @@ class CoroutinePath:
         return None
 
 
+# A 304 reaches response body hooks (with an empty body) of filters that set
+# ``body_on_not_modified``; the cache checks for this name.
+BODY_HOOKS_SEE_NOT_MODIFIED = True
+
+
 def _has_body(method: str, status: int) -> bool:
-    return method != "HEAD" and status >= 200 and status not in (204, 304)
+    return method != "HEAD" and status >= 200 and status != 204
+
+
+def overflow_passes(rule) -> bool:  # noqa: ANN001
+    """Do all the rule's response body hooks let a body over their limit go past them
+    (``body_overflow = "pass"``) rather than fail the request with 502?"""
+    return all(
+        getattr(hook.__self__, "body_overflow", "error") == "pass"
+        for hook, _ in rule.response_body_hooks
+    )
 
 
 def _covers(retry: RetryPolicy, retry_on: str) -> bool:

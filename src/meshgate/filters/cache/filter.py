@@ -96,6 +96,10 @@ class CacheFilter(Filter):
     __slots__ = ("_tasks", "body_limit", "clock", "coalesce", "coalesce_timeout", "default_ttl", "flights", "keyspec", "max_ttl", "policy", "revalidate_in_band", "store")
 
     name = "cache"
+    # A response too big to store goes past the cache, streamed; a 304 to the cache's
+    # own revalidation reaches on_response_body, which answers the stored response.
+    body_overflow = "pass"
+    body_on_not_modified = True
 
     def __init__(
         self,

@@ -173,6 +173,24 @@ async def test_a_clients_conditional_request_revalidates_a_stale_entry(setup):
     assert (r.status_code, r.content, r.headers["x-cache"], upstream.counts["/v"]) == (200, b"one", "HIT", 2)
 
 
+async def test_a_plain_request_revalidates_a_stale_entry_with_its_validator(setup):
+    client, upstream, cache = setup
+
+    def answer(request):
+        if request.get("if-none-match") == '"v1"':
+            return 304, [("cache-control", "max-age=60"), ("etag", '"v1"')], b""
+        return 200, [("cache-control", "max-age=1"), ("etag", '"v1"')], b"one"
+
+    upstream.answers["/p"] = (0, [], answer)
+    await client.get("/p")
+    cache.clock = lambda: __import__("time").time() + 5  # stale now
+    r = await client.get("/p")  # no validator of its own: the cache sends the entry's
+    assert upstream.last.get("if-none-match") == '"v1"'
+    assert (r.status_code, r.content, r.headers["x-cache"]) == (200, b"one", "REVALIDATED")
+    assert r.headers["content-length"] == "3"
+    assert upstream.counts["/p"] == 2
+
+
 async def test_post_passes_through_and_invalidates(setup):
     client, upstream, _ = setup
     await client.get("/p")
@@ -181,11 +199,14 @@ async def test_post_passes_through_and_invalidates(setup):
     assert upstream.counts["/p"] == 3
 
 
-async def test_a_response_over_the_body_limit_is_refused_by_the_engine(setup):
-    # The engine's body-hook limit: documented in docs/cache.md (maxObjectBytes).
+async def test_a_response_over_max_object_bytes_streams_past_the_cache(setup):
+    # Too big to store (maxObjectBytes): the client gets it whole, and it is not stored.
     client, upstream, _ = setup
     upstream.answers["/big"] = (200, [], b"x" * 5000)
-    assert (await client.get("/big")).status_code == 502
+    for _ in range(2):
+        r = await client.get("/big")
+        assert (r.status_code, r.content) == (200, b"x" * 5000)
+        assert r.headers.get("x-cache") != "HIT"
 
 
 async def test_the_admin_api_purges_by_url_and_prefix(setup):
