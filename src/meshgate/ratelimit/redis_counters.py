@@ -9,8 +9,9 @@ takes traffic, and keeps it across reloads.
 Counting is Envoy's ratelimit service's fixed window: a counter per rule, descriptor
 and window start (``KEY:START``), incremented by the request's cost, expiring one
 second after its window. ``hit()`` runs one Lua script for all the rules a request
-matched, so a request costs one round trip and two gateways sharing a Redis can never
-both take the last unit. The window start comes from Redis's own clock (``TIME``), so
+matched (atomic: two gateways sharing a Redis can never both take the last unit),
+and the scripts of all requests of one event-loop iteration go as one pipeline, so a
+request costs at most one round trip and far less than one of CPU. The window start comes from Redis's own clock (``TIME``), so
 gateways with skewed clocks still share windows.
 
 Outages: the first failed call logs one line (the URL without its password) and
@@ -25,6 +26,7 @@ reconnects by itself; nothing is restarted. Every failed call counts in
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -132,7 +134,9 @@ class RedisCounters:
         self.timeout = timeout
         self.fail_closed = fail_closed
         self._client = None
-        self._script = None
+        self._sha = hashlib.sha1(LUA.encode()).hexdigest()  # EVALSHA's name for LUA
+        self._pending: list = []  # (keys, args, future) waiting for the next pipeline
+        self._sending: set = set()  # pipelines in flight
         self.down_since: float | None = None  # monotonic start of the current outage
         self._retry_at = 0.0
         self.answered_without = 0  # requests decided without Redis in this outage
@@ -155,49 +159,90 @@ class RedisCounters:
             retry=Retry(NoBackoff(), 0),
             retry_on_timeout=False,
         )
-        self._script = self._client.register_script(LUA)
 
     async def start(self) -> None:
-        """Connect and PING once, bounded, so the first requests do not pay for it. A
-        Redis that is down is an outage like any other: logged, and retried later."""
+        """Connect and load the script once, bounded, so the first requests do not pay
+        for it. A Redis that is down is an outage like any other: logged, retried later."""
         if self.url is None:
             return
         if self._client is None:
             self._connect()
         try:
-            await self._client.ping()  # type: ignore[union-attr]
+            await self._client.script_load(LUA)  # type: ignore[union-attr]
         except Exception as exc:  # noqa: BLE001 - any failure is an outage, never a crash
             self._failed(exc, time.monotonic())
             return
         log.info("rate limit counters in %s", redact(self.url))
 
     def stop(self) -> None:
-        client, self._client, self._script = self._client, None, None
+        client, self._client = self._client, None
         if client is not None:
             try:
                 asyncio.get_running_loop().create_task(client.aclose())
             except RuntimeError:
                 pass
 
-    async def hit(self, keys: list[str], args: list[int]) -> list[int] | None:
-        """Add each cost to its counter; per key (count after, ms left in the window),
-        flattened. ``None`` when Redis cannot answer now."""
+    def hit(self, keys: list[str], args: list[int]) -> asyncio.Future:
+        """Add each cost to its counter. The future's result: per key (count after,
+        ms left in the window), flattened; ``None`` when Redis cannot answer now.
+
+        Calls made in the same event-loop iteration go to Redis as one pipeline (one
+        write, one read): with hiredis, a reply in a pipeline of 50 costs ~25 us of
+        CPU against ~120 us for a call of its own (bench/ratelimit_cost.py)."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
         if self.down_since is not None and time.monotonic() < self._retry_at:
             self.answered_without += 1
-            return None
-        if self._script is None:
+            fut.set_result(None)
+            return fut
+        if self._client is None:
             if self.url is None:
-                return None
+                fut.set_result(None)
+                return fut
             self._connect()
+        self._pending.append((keys, args, fut))
+        if len(self._pending) == 1:
+            loop.call_soon(self._flush)
+        return fut
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        if batch:
+            task = asyncio.get_running_loop().create_task(self._send(batch))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+
+    async def _send(self, batch: list) -> None:
+        from redis.exceptions import NoScriptError
+
         try:
-            result = await self._script(keys=keys, args=args)  # type: ignore[misc]
+            results = await self._pipeline(batch)
+            if any(isinstance(r, NoScriptError) for r in results):
+                # Redis restarted (or SCRIPT FLUSH): load the script, send again once.
+                await self._client.script_load(LUA)  # type: ignore[union-attr]
+                results = await self._pipeline(batch)
+            for r in results:
+                if isinstance(r, Exception):
+                    raise r
         except Exception as exc:  # noqa: BLE001 - redis-py raises many kinds; all mean "no answer"
             self._failed(exc, time.monotonic())
-            self.answered_without += 1
-            return None
+            self.answered_without += len(batch)
+            for _, _, fut in batch:
+                if not fut.done():
+                    fut.set_result(None)
+            return
         if self.down_since is not None:
             self._recovered()
-        return result
+        for (_, _, fut), r in zip(batch, results):
+            if not fut.done():
+                fut.set_result(r)
+
+    async def _pipeline(self, batch: list) -> list:
+        pipe = self._client.pipeline(transaction=False)  # type: ignore[union-attr]
+        sha = self._sha
+        for keys, args, _ in batch:
+            pipe.evalsha(sha, len(keys), *keys, *args)
+        return await pipe.execute(raise_on_error=False)
 
     def _failed(self, exc: BaseException, now: float) -> None:
         kind = _error_class(exc)
