@@ -53,6 +53,7 @@ async def exposition() -> prom_text.Exposition:
             "meshgate_upstream_outlier_ejections_total": ("web", "ejected"),
             "meshgate_upstream_health_checks_total": ("web", "failure"),
             "meshgate_auth_failures_total": ("jwt", "expired"),
+            "meshgate_validation_failures_total": ("parameter",),
             "meshgate_ratelimit_decisions_total": ("default/r", "limited", "local"),
             "meshgate_ratelimit_redis_errors_total": ("timeout",),
         }

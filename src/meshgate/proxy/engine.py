@@ -24,8 +24,9 @@ from meshgate.proxy.errors import ProxyError
 from meshgate.proxy.exchange import Exchange
 from meshgate.telemetry.access_log import AccessLog
 from meshgate.filters.ratelimit.reply import sync_ratelimit_counters
-from meshgate.filters.security.base import sync_auth_failures
-from meshgate.telemetry.metrics import Metrics
+from meshgate.filters.security.base import AUTH_FAILURES
+from meshgate.filters.validation.problem import VALIDATION_FAILURES
+from meshgate.telemetry.metrics import Metrics, counts_collector
 from meshgate.tls.sni import TLSFront
 from meshgate.upstream.registry import UpstreamRegistry
 
@@ -52,8 +53,10 @@ class Engine:
         self.metrics = Metrics()
         self.upstreams.metrics = self.metrics
         self.metrics.collectors.append(self.upstreams.sync_counters)
-        synced_auth: dict = {}
-        self.metrics.collectors.append(lambda m: sync_auth_failures(m, synced_auth))
+        self.metrics.collectors += [
+            counts_collector(AUTH_FAILURES, "meshgate_auth_failures_total"),
+            counts_collector(VALIDATION_FAILURES, "meshgate_validation_failures_total"),
+        ]
         synced_rate_limits: dict = {}
         self.metrics.collectors.append(lambda m: sync_ratelimit_counters(m, synced_rate_limits))
         self.servers: dict[int, asyncio.base_events.Server] = {}

@@ -71,12 +71,32 @@ COUNTERS = {
         "timeout, response).",
         ("error",),
     ),
+    "meshgate_validation_failures_total": (
+        "Requests a ValidationPolicy refused, by reason (unknown_operation, parameter, "
+        "media_type, body_required, not_json, body).",
+        ("reason",),
+    ),
     "meshgate_local_replies_total": (
         "Responses the proxy made itself (no route, invalid backend, redirects, "
         "preflights, errors), by response flag (empty for filter replies).",
         ("flag",),
     ),
 }
+
+
+def counts_collector(source: dict, metric: str):  # noqa: ANN201
+    """A Metrics collector for counts another module keeps as plain ints in ``source``
+    (labels tuple, or one label value -> count): adds what grew since the last scrape."""
+    synced: dict = {}
+
+    def collect(metrics: Metrics) -> None:
+        for key, n in list(source.items()):
+            delta = n - synced.get(key, 0)
+            if delta:
+                metrics.inc(metric, key if isinstance(key, tuple) else (key,), delta)
+                synced[key] = n
+
+    return collect
 
 
 class Metrics:

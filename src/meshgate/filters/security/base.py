@@ -35,12 +35,3 @@ def deny(
         body = _BODIES.get(status, b"Forbidden")
         fields.append(("content-type", "text/plain"))
     return LocalReply(status, fields, body, flag)
-
-
-def sync_auth_failures(metrics, synced: dict) -> None:  # noqa: ANN001
-    """Add refusals counted since the last sync to ``metrics`` (a collector)."""
-    for (method, reason), n in list(AUTH_FAILURES.items()):
-        delta = n - synced.get((method, reason), 0)
-        if delta:
-            metrics.inc("meshgate_auth_failures_total", (method, reason), delta)
-            synced[(method, reason)] = n
