@@ -113,6 +113,24 @@ def test_downstream_keep_alive_reuses_one_connection(gateway, base) -> None:
             assert resp.status == 200 and resp.json()["path"] == f"/app/{i}"
 
 
+def test_local_replies_keep_the_connection_open(gateway, base) -> None:
+    """A 404 (no route) answered at once keeps the keep-alive connection, as proxied
+    responses do: then a request that is routed goes over the same connection."""
+    with socket.create_connection(("127.0.0.1", gateway.listener_port), timeout=5) as sock:
+        for path, status in (("/nowhere", 404), ("/nowhere/else", 404), ("/app/x", 200)):
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
+            data = b""
+            deadline = time.monotonic() + 5
+            while not parse_responses(data):
+                assert time.monotonic() < deadline, "no response"
+                chunk = sock.recv(65536)
+                assert chunk, f"gateway closed the connection after {path}"
+                data += chunk
+            (resp,) = parse_responses(data)
+            assert resp.status == status
+            assert resp.header("connection") != "close"
+
+
 def test_upstream_connections_are_pooled(base, echo_mod) -> None:
     with httpx.Client() as client:
         for i in range(20):

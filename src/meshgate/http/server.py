@@ -327,7 +327,12 @@ class ServerProtocol(asyncio.Protocol):
             self._deadline = self._message_start + limits.request_timeout
         exchange = self.handler.new_exchange(self, ctx, chunked, content_length, keep_alive)
         exchange.expect_continue = self._expect_continue
-        self._receiving = exchange
+        if has_body:
+            self._receiving = exchange
+        else:
+            # Whole already: an answer made at once (a redirect, a 401, a 429) can keep
+            # the connection open.
+            exchange.on_request_end()
         if self.current is None:
             self.current = exchange
             exchange.start()
@@ -335,9 +340,6 @@ class ServerProtocol(asyncio.Protocol):
             self.pending.append(exchange)
             # Pipelined: hold further input until the queue is worked off.
             self.pause_reading("pipeline")
-        if not has_body:
-            exchange.on_request_end()
-            self._receiving = None
 
     def on_body(self, body: bytes) -> None:
         ex = self._receiving
