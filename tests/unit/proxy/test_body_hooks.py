@@ -7,63 +7,30 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import replace
 
-import httpx
 import pytest
+from inprocess import Request, compile_with, free_port, serve
 
-from meshgate.config.compile import compile_snapshot
-from meshgate.config.loader import load_texts
 from meshgate.filters.base import Filter
 from meshgate.proxy.context import LocalReply
-from meshgate.proxy.engine import Engine
 
 
-class Upstream:
-    """Answers every request with JSON: method, the body it got, its framing headers.
-    ``/big`` answers 64 KiB; ``/close`` answers a close-delimited body."""
-
-    async def start(self) -> Upstream:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                lines = head.decode("latin-1").split("\r\n")
-                method, target, _ = lines[0].split(" ")
-                fields = dict(
-                    (k.strip().lower(), v.strip())
-                    for k, v in (line.split(":", 1) for line in lines[1:] if line)
-                )
-                body = b""
-                if "content-length" in fields:
-                    body = await reader.readexactly(int(fields["content-length"]))
-                if target == "/big":
-                    out = b"x" * 65536
-                elif target == "/close":
-                    writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nuntil-close")
-                    await writer.drain()
-                    writer.close()
-                    return
-                else:
-                    out = json.dumps(
-                        {
-                            "method": method,
-                            "body": body.decode("latin-1"),
-                            "content-length": fields.get("content-length"),
-                            "transfer-encoding": fields.get("transfer-encoding"),
-                        }
-                    ).encode()
-                writer.write(
-                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
-                    b"content-length: %d\r\n\r\n%b" % (len(out), out)
-                )
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            writer.close()
+def answer(request: Request) -> tuple[int, list, bytes]:
+    """JSON: method, the body it got, its framing headers. ``/big`` answers 64 KiB;
+    ``/close`` answers a close-delimited body."""
+    if request.target == "/big":
+        return 200, [("content-type", "application/json")], b"x" * 65536
+    if request.target == "/close":
+        return 200, [("connection", "close")], b"until-close"
+    out = json.dumps(
+        {
+            "method": request.method,
+            "body": request.body.decode("latin-1"),
+            "content-length": request.headers.get("content-length"),
+            "transfer-encoding": request.headers.get("transfer-encoding"),
+        }
+    ).encode()
+    return 200, [("content-type", "application/json")], out
 
 
 class Upper(Filter):
@@ -82,58 +49,10 @@ class Upper(Filter):
         return body[::-1]
 
 
-def config(gateway_port: int, upstream_port: int) -> str:
-    return f"""
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: gw}}
-spec:
-  gatewayClassName: meshgate
-  listeners: [{{name: http, port: {gateway_port}, protocol: HTTP}}]
----
-apiVersion: gateway.envoyproxy.io/v1alpha1
-kind: Backend
-metadata: {{name: up}}
-spec:
-  endpoints: [{{ip: {{address: 127.0.0.1, port: {upstream_port}}}}}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {{name: r}}
-spec:
-  parentRefs: [{{name: gw}}]
-  rules:
-    - backendRefs: [{{group: gateway.envoyproxy.io, kind: Backend, name: up}}]
-"""
-
-
-def free_port() -> int:
-    import socket
-
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 @pytest.fixture
 async def gateway():
-    upstream = await Upstream().start()
-    port = free_port()
-    loaded = load_texts([("c.yaml", config(port, upstream.port))])
-    assert not loaded.errors
-    snapshot = compile_snapshot(loaded.resources)
-    # Put the test filter on the one rule (as a compiled plugin would be).
-    (match,) = snapshot.ports[port].default_listener.any_host.matches
-    hooked = replace(match.rule, filters=(Upper(),))
-    object.__setattr__(match, "rule", hooked)
-    engine = Engine(bind="127.0.0.1")
-    await engine.apply(snapshot)
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+    async with serve((Upper(),), answer) as (client, _):
         yield client
-    await engine.drain(0.1)
-    upstream.server.close()
 
 
 async def test_the_request_body_is_replaced_and_reframed(gateway):
@@ -214,27 +133,19 @@ class Marks(Filter):
 
 @pytest.fixture
 async def deferring_gateway():
-    upstream = await Upstream().start()
-    port = free_port()
-    loaded = load_texts([("c.yaml", config(port, upstream.port))])
-    snapshot = compile_snapshot(loaded.resources)
-    (match,) = snapshot.ports[port].default_listener.any_host.matches
-    rule = replace(match.rule, filters=(SometimesWaits(), Marks()))
+    filters = (SometimesWaits(), Marks())
+    _, rule = compile_with(filters, free_port(), free_port())
     assert not rule.needs_task  # plain hooks: the fast path serves most requests
-    object.__setattr__(match, "rule", rule)
-    engine = Engine(bind="127.0.0.1")
-    await engine.apply(snapshot)
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-        yield client
-    await engine.drain(0.1)
-    upstream.server.close()
+    async with serve(filters, answer) as served:
+        yield served
 
 
 async def test_a_deferred_request_runs_the_hooks_after_the_waiting_one(deferring_gateway):
+    client, upstream = deferring_gateway
     for path in ("/", "/wait"):
-        r = await deferring_gateway.post(path, content=b"x")
+        r = await client.post(path, content=b"x")
         assert r.status_code == 200
-    # Marks ran after SometimesWaits in both cases (the upstream got its header):
-    # the upstream echoes no headers, so check through a reply that Marks would not make.
-    r = await deferring_gateway.get("/teapot")
+    # Marks ran after SometimesWaits in both cases: the upstream got its header.
+    assert [(s.target, s.headers.get("x-marked")) for s in upstream.seen] == [("/", "yes"), ("/wait", "yes")]
+    r = await client.get("/teapot")
     assert (r.status_code, r.content) == (418, b"waited\n")

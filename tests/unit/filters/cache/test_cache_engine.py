@@ -4,22 +4,19 @@ of a small asyncio upstream whose answers the tests choose, requests from httpx.
 from __future__ import annotations
 
 import asyncio
-import socket
-from dataclasses import replace
 
 import httpx
 import pytest
+from inprocess import Request, free_port, serve
 
-from meshgate.config.compile import compile_snapshot
-from meshgate.config.loader import load_texts
 from meshgate.filters.cache import STORES, CacheFilter, MemoryStore
 from meshgate.proxy.admin import AdminServer
-from meshgate.proxy.engine import Engine
 
 
-class Upstream:
-    """Answers ``self.answers[path]`` = (status, [(name, value)], body); counts requests
-    per path and keeps the last request's fields."""
+class Answers:
+    """The upstream's answers: ``self.answers[path]`` = (status, [(name, value)], body),
+    where body may be a callable of the request's headers that returns all three;
+    counts requests per path and keeps the last request's headers."""
 
     def __init__(self) -> None:
         self.answers: dict[str, tuple[int, list, bytes]] = {}
@@ -27,85 +24,28 @@ class Upstream:
         self.last: dict[str, str] = {}
         self.delay = 0.0
 
-    async def start(self) -> Upstream:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                lines = head.decode("latin-1").split("\r\n")
-                method, target, _ = lines[0].split(" ")
-                self.last = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:] if line)}
-                self.counts[target] = self.counts.get(target, 0) + 1
-                if self.delay:
-                    await asyncio.sleep(self.delay)
-                status, fields, body = self.answers.get(target, (200, [("cache-control", "max-age=60")], b"body of " + target.encode()))
-                if callable(body):
-                    status, fields, body = body(self.last)
-                out = b"HTTP/1.1 %d X\r\n" % status + b"".join(b"%s: %s\r\n" % (n.encode(), v.encode()) for n, v in fields)
-                if status not in (204, 304):
-                    out += b"content-length: %d\r\n" % len(body)
-                out += b"\r\n" + (body if method != "HEAD" and status not in (204, 304) else b"")
-                writer.write(out)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            writer.close()
-
-
-def config(gateway_port: int, upstream_port: int) -> str:
-    return f"""
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: gw}}
-spec:
-  gatewayClassName: meshgate
-  listeners: [{{name: http, port: {gateway_port}, protocol: HTTP}}]
----
-apiVersion: gateway.envoyproxy.io/v1alpha1
-kind: Backend
-metadata: {{name: up}}
-spec:
-  endpoints: [{{ip: {{address: 127.0.0.1, port: {upstream_port}}}}}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {{name: r}}
-spec:
-  parentRefs: [{{name: gw}}]
-  rules:
-    - backendRefs: [{{group: gateway.envoyproxy.io, kind: Backend, name: up}}]
-"""
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    async def __call__(self, request: Request) -> tuple[int, list, bytes]:
+        target = request.target
+        self.last = request.headers
+        self.counts[target] = self.counts.get(target, 0) + 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        status, fields, body = self.answers.get(target, (200, [("cache-control", "max-age=60")], b"body of " + target.encode()))
+        if callable(body):
+            status, fields, body = body(self.last)
+        return status, fields, body
 
 
 @pytest.fixture
 async def setup():
-    upstream = await Upstream().start()
-    port = free_port()
-    loaded = load_texts([("c.yaml", config(port, upstream.port))])
-    assert not loaded.errors
-    snapshot = compile_snapshot(loaded.resources)
+    upstream = Answers()
     cache = CacheFilter("default/cache", MemoryStore(1000, 1 << 24), max_object_bytes=4096)
     STORES[("default/cache", ("Memory",))] = cache.store  # as build() registers it
-    (match,) = snapshot.ports[port].default_listener.any_host.matches
-    object.__setattr__(match, "rule", replace(match.rule, filters=(cache,)))
-    engine = Engine(bind="127.0.0.1")
-    await engine.apply(snapshot)
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-        yield client, upstream, cache
-    await engine.drain(0.1)
-    upstream.server.close()
-    STORES.pop(("default/cache", ("Memory",)), None)
+    try:
+        async with serve((cache,), upstream) as (client, _):
+            yield client, upstream, cache
+    finally:
+        STORES.pop(("default/cache", ("Memory",)), None)
 
 
 async def test_a_second_request_is_a_hit_and_never_reaches_the_upstream(setup):

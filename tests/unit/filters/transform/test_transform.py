@@ -343,7 +343,7 @@ async def test_through_the_engine(gateway_with):
         got = r.json()
         assert "headers" not in got and got["target"] == "/echo?a=1&v=2"
         assert json.loads(got["body"]) == {"x": 1, "added": True}
-        sent = {k.lower(): v for k, v in upstream.seen[0]["headers"]}
+        sent = {k.lower(): v for k, v in upstream.seen[0].fields}
         assert sent["x-route"] == "default/r" and sent["content-length"] == str(
             len(got["body"])
         )
