@@ -56,6 +56,7 @@ async def exposition() -> prom_text.Exposition:
             "meshgate_validation_failures_total": ("parameter",),
             "meshgate_ratelimit_decisions_total": ("default/r", "limited", "local"),
             "meshgate_ratelimit_redis_errors_total": ("timeout",),
+            "meshgate_quota_decisions_total": ("exceeded",),
         }
         assert set(labels) == set(COUNTERS), "a new counter: give it labels here"
         for name, values in labels.items():

@@ -1,5 +1,5 @@
-"""The admin listener: /ready, /healthz, /config_dump, /clusters, /metrics, POST /drain,
-POST /cache/purge.
+"""The admin listener: /ready, /healthz, /config_dump, /clusters, /metrics, /stats,
+/usage, POST /drain, POST /cache/purge.
 
 Not on the request hot path, so it is a small asyncio-streams server; it reads the
 engine's state and never changes the data plane except through ``POST /drain`` and
@@ -38,7 +38,7 @@ class AdminServer:
         self.peers = peers or []
         # A peer that does not answer (restarting) counts with its last known state,
         # so the sum never drops and rate() sees no false counter reset.
-        self._peer_states: dict[str, dict] = {}
+        self._peer_states: dict[tuple[str, str], dict] = {}
         self.servers: list[asyncio.base_events.Server] = []
 
     async def start(self, host: str, port: int) -> None:
@@ -86,9 +86,13 @@ class AdminServer:
                     from meshgate.filters.cache.purge import handle_purge
 
                     status, body, ctype = await handle_purge(method, payload)
+                elif path == "/usage":  # Plans: usage per consumer and route (plans/usage.py)
+                    status, body, ctype = await self.usage()
                 elif path == "/internal/metrics_state" and internal:
                     state = self.engine.metrics.state()
                     status, body, ctype = 200, orjson.dumps(state), "application/json"
+                elif path == "/internal/usage_state" and internal:
+                    status, body, ctype = 200, orjson.dumps(self._usage_state()), "application/json"
                 else:
                     status, body, ctype = self.handle(method, path)
                 await self._send(writer, status, body, ctype, close)
@@ -185,19 +189,59 @@ class AdminServer:
         }
         return 200, orjson.dumps(doc, option=orjson.OPT_INDENT_2), "application/json"
 
-    async def _worker_states(self) -> tuple[list[dict], int]:
-        states = [self.engine.metrics.state()]
+    async def _worker_states(
+        self, own: dict | None = None, target: str = "/internal/metrics_state"
+    ) -> tuple[list[dict], int]:
+        states = [self.engine.metrics.state() if own is None else own]
         answered = 1
         for path in self.peers:
-            state = await _fetch_state(path)
+            state = await _fetch_state(path, target)
             if state is not None:
                 answered += 1
-                self._peer_states[path] = state
+                self._peer_states[(path, target)] = state
             else:
-                state = self._peer_states.get(path)
+                state = self._peer_states.get((path, target))
             if state is not None:
                 states.append(state)
         return states, answered
+
+    def _plan_books(self) -> list:
+        from meshgate.plans.book import PlanBook
+
+        snap = self.engine.snapshot
+        services = snap.services if snap is not None else ()
+        return [s for s in services if isinstance(s, PlanBook)]
+
+    def _usage_state(self) -> dict:
+        import time
+
+        from meshgate.plans.counters import plan_counters
+        from meshgate.plans.usage import state
+
+        return state(self._plan_books(), plan_counters(), time.time())
+
+    async def usage(self) -> tuple[int, bytes, str]:
+        """/usage: requests and denials per consumer and route (summed over workers),
+        and each planned consumer's quota use in the current periods."""
+        import time
+
+        from meshgate.plans.counters import RedisPlanCounters, plan_counters
+        from meshgate.plans.usage import document, quota_keys
+
+        now = time.time()
+        books = self._plan_books()
+        states, answered = await self._worker_states(self._usage_state(), "/internal/usage_state")
+        counters = plan_counters()
+        used = None
+        if isinstance(counters, RedisPlanCounters):
+            keys = quota_keys(books, now)
+            got = await counters.read([k[4] for k in keys])
+            # Redis away: the usage counts still answer; quota use is null.
+            used = {f"{c}|{p}": n for (c, p, *_), n in zip(keys, got or ())}
+            if got is None:
+                used = {k: None for k in (f"{c}|{p}" for c, p, *_ in keys)}
+        doc = document(states, books, used, now, answered)
+        return 200, orjson.dumps(doc, option=orjson.OPT_INDENT_2), "application/json"
 
     async def summed_metrics(self) -> tuple[int, bytes, str]:
         """/metrics with every worker's counters added up (one scrape, all workers)."""
@@ -214,13 +258,13 @@ class AdminServer:
         return 200, text.encode(), "text/plain; version=0.0.4"
 
 
-async def _fetch_state(path: str) -> dict | None:
+async def _fetch_state(path: str, target: str = "/internal/metrics_state") -> dict | None:
     """A peer worker's raw counters, or None if it does not answer (restarting)."""
     try:
         async with asyncio.timeout(2.0):
             reader, writer = await asyncio.open_unix_connection(path)
             try:
-                writer.write(b"GET /internal/metrics_state HTTP/1.1\r\nhost: worker\r\nconnection: close\r\n\r\n")
+                writer.write(f"GET {target} HTTP/1.1\r\nhost: worker\r\nconnection: close\r\n\r\n".encode())
                 data = await reader.read()
             finally:
                 writer.close()

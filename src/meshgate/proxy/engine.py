@@ -26,6 +26,7 @@ from meshgate.telemetry.access_log import AccessLog
 from meshgate.filters.ratelimit.reply import sync_ratelimit_counters
 from meshgate.filters.security.base import AUTH_FAILURES
 from meshgate.filters.validation.problem import VALIDATION_FAILURES
+from meshgate.plans.usage import QUOTA_DECISIONS
 from meshgate.telemetry.metrics import Metrics, counts_collector
 from meshgate.tls.sni import TLSFront
 from meshgate.upstream.registry import UpstreamRegistry
@@ -56,6 +57,7 @@ class Engine:
         self.metrics.collectors += [
             counts_collector(AUTH_FAILURES, "meshgate_auth_failures_total"),
             counts_collector(VALIDATION_FAILURES, "meshgate_validation_failures_total"),
+            counts_collector(QUOTA_DECISIONS, "meshgate_quota_decisions_total"),
         ]
         synced_rate_limits: dict = {}
         self.metrics.collectors.append(lambda m: sync_ratelimit_counters(m, synced_rate_limits))

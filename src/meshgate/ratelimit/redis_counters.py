@@ -21,6 +21,10 @@ configured); then the next request tries again. The first success logs one line
 with how long it lasted and how many requests were answered without Redis. redis-py
 reconnects by itself; nothing is restarted. Every failed call counts in
 ``meshgate_ratelimit_redis_errors_total``.
+
+Other counters share the client, the pipeline and the outage state: a module registers
+its own Lua with ``script()`` and calls it with ``call()`` (plan quotas,
+``meshgate.plans.counters``).
 """
 
 from __future__ import annotations
@@ -67,6 +71,19 @@ return out
 
 # error class -> failed calls in this process (synced into metrics at scrape time)
 REDIS_ERRORS: dict[str, int] = {}
+
+# SHA1 -> Lua text of every script calls may name (loaded at start and after NOSCRIPT).
+SCRIPTS: dict[str, str] = {}
+
+
+def script(text: str) -> str:
+    """Register a Lua script for ``RedisCounters.call``; returns its SHA1 (EVALSHA's name)."""
+    sha = hashlib.sha1(text.encode()).hexdigest()
+    SCRIPTS[sha] = text
+    return sha
+
+
+LUA_SHA = script(LUA)
 
 
 @dataclass(slots=True)
@@ -134,8 +151,7 @@ class RedisCounters:
         self.timeout = timeout
         self.fail_closed = fail_closed
         self._client = None
-        self._sha = hashlib.sha1(LUA.encode()).hexdigest()  # EVALSHA's name for LUA
-        self._pending: list = []  # (keys, args, future) waiting for the next pipeline
+        self._pending: list = []  # (sha, keys, args, future) waiting for the next pipeline
         self._sending: set = set()  # pipelines in flight
         self.down_since: float | None = None  # monotonic start of the current outage
         self._retry_at = 0.0
@@ -168,11 +184,15 @@ class RedisCounters:
         if self._client is None:
             self._connect()
         try:
-            await self._client.script_load(LUA)  # type: ignore[union-attr]
+            await self._load_scripts()
         except Exception as exc:  # noqa: BLE001 - any failure is an outage, never a crash
             self._failed(exc, time.monotonic())
             return
         log.info("rate limit counters in %s", redact(self.url))
+
+    async def _load_scripts(self) -> None:
+        for text in list(SCRIPTS.values()):
+            await self._client.script_load(text)  # type: ignore[union-attr]
 
     def stop(self) -> None:
         client, self._client = self._client, None
@@ -189,6 +209,11 @@ class RedisCounters:
         Calls made in the same event-loop iteration go to Redis as one pipeline (one
         write, one read): with hiredis, a reply in a pipeline of 50 costs ~25 us of
         CPU against ~120 us for a call of its own (bench/ratelimit_cost.py)."""
+        return self.call(LUA_SHA, keys, args)
+
+    def call(self, sha: str, keys: list[str], args: list) -> asyncio.Future:
+        """Run the registered script ``sha`` (see ``script()``) in the next pipeline; the
+        future's result is its reply, or ``None`` when Redis cannot answer now."""
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         if self.down_since is not None and time.monotonic() < self._retry_at:
@@ -200,7 +225,7 @@ class RedisCounters:
                 fut.set_result(None)
                 return fut
             self._connect()
-        self._pending.append((keys, args, fut))
+        self._pending.append((sha, keys, args, fut))
         if len(self._pending) == 1:
             loop.call_soon(self._flush)
         return fut
@@ -219,7 +244,7 @@ class RedisCounters:
             results = await self._pipeline(batch)
             if any(isinstance(r, NoScriptError) for r in results):
                 # Redis restarted (or SCRIPT FLUSH): load the script, send again once.
-                await self._client.script_load(LUA)  # type: ignore[union-attr]
+                await self._load_scripts()
                 results = await self._pipeline(batch)
             for r in results:
                 if isinstance(r, Exception):
@@ -227,20 +252,19 @@ class RedisCounters:
         except Exception as exc:  # noqa: BLE001 - redis-py raises many kinds; all mean "no answer"
             self._failed(exc, time.monotonic())
             self.answered_without += len(batch)
-            for _, _, fut in batch:
+            for *_, fut in batch:
                 if not fut.done():
                     fut.set_result(None)
             return
         if self.down_since is not None:
             self._recovered()
-        for (_, _, fut), r in zip(batch, results):
+        for (*_, fut), r in zip(batch, results):
             if not fut.done():
                 fut.set_result(r)
 
     async def _pipeline(self, batch: list) -> list:
         pipe = self._client.pipeline(transaction=False)  # type: ignore[union-attr]
-        sha = self._sha
-        for keys, args, _ in batch:
+        for sha, keys, args, _ in batch:
             pipe.evalsha(sha, len(keys), *keys, *args)
         return await pipe.execute(raise_on_error=False)
 
@@ -252,8 +276,8 @@ class RedisCounters:
             self.down_since = now
             self.answered_without = 0
             log.error(
-                "rate limit counters in %s unavailable (%s: %s); global rate limits fail %s "
-                "until it answers",
+                "rate limit counters in %s unavailable (%s: %s); global rate limits and plans "
+                "fail %s until it answers",
                 redact(self.url),
                 type(exc).__name__,
                 exc,

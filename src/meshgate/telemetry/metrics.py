@@ -63,13 +63,18 @@ COUNTERS = {
     ),
     "meshgate_ratelimit_decisions_total": (
         "Requests a rate-limit rule selected, by route, result (allowed, limited, "
-        "failed_open, failed_closed) and type (local, global).",
+        "failed_open, failed_closed) and type (local, global, plan).",
         ("route", "result", "type"),
     ),
     "meshgate_ratelimit_redis_errors_total": (
         "Calls to the Redis of global rate limits that failed, by error (connection, "
         "timeout, response).",
         ("error",),
+    ),
+    "meshgate_quota_decisions_total": (
+        "Requests a Plan quota applied to, by result (allowed, exceeded, failed_open, "
+        "failed_closed).",
+        ("result",),
     ),
     "meshgate_validation_failures_total": (
         "Requests a ValidationPolicy refused, by reason (unknown_operation, parameter, "

@@ -5,7 +5,7 @@ of the rule's own filters.
 The filters run in Envoy Gateway's order (its HTTP filter chain): CORS first, so a
 preflight is answered without credentials; then external authorization, API keys,
 basic auth, JWT; authorization last, since its rules read what authentication found
-(consumer, claims). Each section's filter is built by ``filters/security/<section>.py``
+(consumer, claims); a Consumer's Plan after them (``plans``). Each section's filter is built by ``filters/security/<section>.py``
 from the validated model and the references it resolves through ``PolicyRefs``.
 """
 
@@ -39,6 +39,9 @@ STAGES = (
     ("jwt", "meshgate.filters.security.jwt"),
     ("consumerHeader", "meshgate.filters.security.consumer_header"),
     ("authorization", "meshgate.filters.security.authorization"),
+    # Not a policy section: a Consumer's Plan, added to every rule whose policies
+    # authenticate (``StagedPolicies.plans``); runs before BackendTrafficPolicy rate limits.
+    ("plans", "meshgate.filters.plans"),
     # After rate limits (BackendTrafficPolicy): meshgate.dev ValidationPolicy,
     # CachePolicy and TransformPolicy, in this order.
     ("validation", "meshgate.filters.validation"),
@@ -47,6 +50,8 @@ STAGES = (
 )
 _ORDER = {stage: i for i, (stage, _) in enumerate(STAGES)}
 _BUILDERS = dict(STAGES)
+# Stages that may set the request's consumer.
+AUTHENTICATION_STAGES = frozenset({"apiKeyAuth", "basicAuth", "oauth2Introspection", "jwt"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,10 +121,15 @@ class SingleStagePolicies(SecurityPolicies):
 
 class StagedPolicies:
     """What several policy kinds put in front of a rule: for each kind the most
-    specific policy, their stages merged in STAGES order (memoized per combination)."""
+    specific policy, their stages merged in STAGES order (memoized per combination).
 
-    def __init__(self, indexes: list[SecurityPolicies]) -> None:
+    With ``plans`` (security only): when a policy authenticates, the ``plans`` stage of
+    its namespace joins them (the first such policy's namespace: the Consumers that
+    can be found are those of the authenticating policy's namespace)."""
+
+    def __init__(self, indexes: list[SecurityPolicies], plans: Any = None) -> None:
         self.indexes = indexes
+        self.plans = plans  # meshgate.plans.book.PlanIndex
         self._merged: dict[tuple[str, ...], CompiledSecurity] = {}
 
     def for_rule(
@@ -130,18 +140,39 @@ class StagedPolicies:
             for index in self.indexes
             if (p := index.for_rule(route_ns, route, rule_name, gateway, listener)) is not None
         ]
-        if len(found) < 2:
-            return found[0] if found else None
+        if not found:
+            return None
+        if len(found) == 1 and self.plans is None:
+            return found[0]
         keys = tuple(p.key for p in found)
         merged = self._merged.get(keys)
         if merged is None:
-            stages = sorted((s for p in found for s in p.stages), key=lambda s: _ORDER[s[0]])
-            merged = CompiledSecurity("+".join(keys), tuple(stages))
+            if len(found) == 1:
+                merged = found[0]
+            else:
+                stages = sorted((s for p in found for s in p.stages), key=lambda s: _ORDER[s[0]])
+                merged = CompiledSecurity("+".join(keys), tuple(stages))
+            merged = self._with_plans(merged, found)
             self._merged[keys] = merged
         return merged
 
+    def _with_plans(self, merged: CompiledSecurity, found: list[CompiledSecurity]) -> CompiledSecurity:
+        if self.plans is None:
+            return merged
+        for p in found:
+            if any(stage in AUTHENTICATION_STAGES for stage, _ in p.stages):
+                plan_filter = self.plans.filter_for(p.key.partition("/")[0])
+                if plan_filter is None:
+                    return merged
+                stages = sorted((*merged.stages, ("plans", (plan_filter,))), key=lambda s: _ORDER[s[0]])
+                return CompiledSecurity(merged.key, tuple(stages))
+        return merged
+
     def dump(self) -> dict[str, Any]:
-        return {index.kind: index.dump() for index in self.indexes}
+        out = {index.kind: index.dump() for index in self.indexes}
+        if self.plans is not None and self.plans.plans:
+            out["Plan"] = self.plans.dump()
+        return out
 
 
 # meshgate.dev kinds that shape traffic after authentication and rate limits.
@@ -160,6 +191,8 @@ def policy_stages(
     which go after rate limits."""
     from meshgate.filters.security.consumers import ConsumerIndex
 
+    from meshgate.plans.book import PlanIndex
+
     consumers = ConsumerIndex(inputs, errors)
     security = StagedPolicies(
         [
@@ -167,7 +200,8 @@ def policy_stages(
             SingleStagePolicies(
                 "IntrospectionPolicy", "oauth2Introspection", inputs, resolver, errors, consumers
             ),
-        ]
+        ],
+        plans=PlanIndex(inputs, errors, consumers),
     )
     shaping = StagedPolicies(
         [

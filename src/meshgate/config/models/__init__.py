@@ -21,6 +21,7 @@ from meshgate.config.models.meta import (
     ResourceBase,
     parse_duration,
 )
+from meshgate.config.models.plan import Plan
 from meshgate.config.models.referencegrant import ReferenceGrant
 from meshgate.config.models.security_policy import SecurityPolicy
 from meshgate.config.models.traffic_policy import BackendTrafficPolicy
@@ -40,6 +41,7 @@ Resource = (
     | BackendTrafficPolicy | SecurityPolicy | IntrospectionPolicy
     | ClientTrafficPolicy
     | Consumer
+    | Plan
     | ValidationPolicy
     | CachePolicy
     | TransformPolicy
@@ -63,6 +65,7 @@ MODELS: dict[tuple[str, str], type[ResourceBase]] = {
     ("meshgate.dev", "CachePolicy"): CachePolicy,
     ("meshgate.dev", "TransformPolicy"): TransformPolicy,
     ("meshgate.dev", "Consumer"): Consumer,
+    ("meshgate.dev", "Plan"): Plan,
 }
 
 NOT_SUPPORTED_YET: frozenset[tuple[str, str]] = frozenset(

@@ -1,5 +1,6 @@
 """``meshgate.dev/v1alpha1`` Consumer: a named caller of your APIs, with labels, and the
-credentials that identify it — API-key client ids, basic-auth users and JWT identities.
+credentials that identify it — API-key client ids, basic-auth users and JWT identities —
+and the Plan it takes (``spec.plan``: rate limits and quotas, ``models/plan.py``).
 
 A Consumer holds no secret: it claims credentials that SecurityPolicies already verify
 (the keys stay in the apiKeyAuth Secrets, the passwords in the htpasswd Secret, the
@@ -18,7 +19,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from meshgate.config.models.meta import FieldError, HeaderName, ResourceBase, Strict
+from meshgate.config.models.meta import DNS_SUBDOMAIN_RE, FieldError, HeaderName, ResourceBase, Strict
 
 # Kubernetes Secret data keys (what an apiKeyAuth client id is).
 CLIENT_ID_RE = re.compile(r"^[-._a-zA-Z0-9]+$")
@@ -63,6 +64,12 @@ def _check_client_id(value: str) -> str:
 ClientID = Annotated[str, AfterValidator(_check_client_id)]
 
 
+def _check_plan_name(value: str) -> str:
+    if not DNS_SUBDOMAIN_RE.match(value) or len(value) > 253:
+        raise ValueError(f"{value!r} is not a resource name")
+    return value
+
+
 def _check_username(value: str) -> str:
     if not value or ":" in value or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
         raise ValueError("a user name is not empty and has no ':' and no control characters")
@@ -103,6 +110,12 @@ class ConsumerJWT(Strict):
         return self
 
 
+class ConsumerPlanRef(Strict):
+    name: Annotated[str, AfterValidator(_check_plan_name)] = Field(
+        description="The name of a Plan in this Consumer's namespace."
+    )
+
+
 class ConsumerSpec(Strict):
     apiKeys: list[ConsumerAPIKey] = Field(
         default_factory=list, description="API-key client ids this Consumer owns."
@@ -112,6 +125,11 @@ class ConsumerSpec(Strict):
     )
     jwt: list[ConsumerJWT] = Field(
         default_factory=list, description="JWT identities (issuer + subject, or issuer + claim)."
+    )
+    plan: ConsumerPlanRef | None = Field(
+        default=None,
+        description="The Plan (rate limits and quotas) this Consumer takes; none: no limits "
+        "of its own, usage is still counted.",
     )
 
 

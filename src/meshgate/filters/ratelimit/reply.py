@@ -33,7 +33,7 @@ REMAINING = "x-ratelimit-remaining"
 RESET = "x-ratelimit-reset"
 
 # (route, result, type) -> decisions in this process; plain ints, synced into Metrics
-# at scrape time. type: local | global.
+# at scrape time. type: local | global | plan (a Consumer's Plan, meshgate.filters.plans).
 DECISIONS: dict[tuple[str, str, str], int] = {}
 
 _TEXT = (("content-type", "text/plain"),)
@@ -66,10 +66,10 @@ def limited(route: str, kind: str, retry_after: int, body: bytes) -> LocalReply:
     return LocalReply(429, [("retry-after", str(retry_after)), *_TEXT], body, LIMITED_FLAG)
 
 
-def unavailable(route: str) -> LocalReply:
+def unavailable(route: str, kind: str = "global") -> LocalReply:
     """Fail closed: the counters cannot answer. 500 as Envoy's rate-limit filter
     answers with ``failure_mode_deny`` (Envoy Gateway's ``failClosed``)."""
-    count(route, FAILED_CLOSED, "global")
+    count(route, FAILED_CLOSED, kind)
     return LocalReply(500, list(_TEXT), b"rate limit service unavailable", SERVICE_ERROR_FLAG)
 
 

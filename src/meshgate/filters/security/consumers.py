@@ -33,6 +33,7 @@ class ConsumerIndex:
         self._claims: dict[tuple[str, str], list[tuple[str, str, str]]] = {}
         self._claim_keys: dict[tuple[str, str, str, str], str] = {}
         self._labels: dict[tuple[str, str], dict[str, str]] = {}
+        self._plans: dict[tuple[str, str], str] = {}  # (namespace, Consumer) -> Plan name
         for res in inputs.of_kind(KIND):
             self._add(res)
 
@@ -52,6 +53,10 @@ class ConsumerIndex:
     def _add(self, res: LoadedResource) -> None:
         ns, name, spec = res.namespace, res.name, res.obj.spec
         self._labels[(ns, name)] = dict(res.obj.metadata.labels)
+        if spec.plan is not None:
+            self._plans[(ns, name)] = spec.plan.name
+            if self._errors is not None and self.inputs.get("Plan", ns, spec.plan.name) is None:
+                self._errors.add(res, ("spec", "plan", "name"), f"Plan {ns}/{spec.plan.name} not found")
         for i, key in enumerate(spec.apiKeys):
             self._claim(
                 self._client_ids, (ns, key.clientID), res, ("spec", "apiKeys", i, "clientID"),
@@ -114,6 +119,14 @@ class ConsumerIndex:
     def labels(self, namespace: str, consumer: str) -> dict[str, str]:
         """The Consumer's ``metadata.labels`` ({} for a bare client id or user)."""
         return self._labels.get((namespace, consumer), {})
+
+    def plan(self, namespace: str, consumer: str) -> str | None:
+        """The name of the Plan the Consumer takes (same namespace), if any."""
+        return self._plans.get((namespace, consumer))
+
+    def with_plans(self, namespace: str) -> dict[str, str]:
+        """Consumer name -> Plan name, for every Consumer of ``namespace`` with a plan."""
+        return {c: p for (ns, c), p in self._plans.items() if ns == namespace}
 
     def describe(self) -> dict[str, Any]:
         return {
