@@ -9,7 +9,7 @@
 2. End to end, as bench/run.py measures (requests per proxy CPU-second; the proxy on
    its own CPU, wrk and the upstream on the others): a `meshgate gateway` with one route
    and no policy, then with a jwt policy — local JWKS (synchronous filter) and remote
-   JWKS (asynchronous filter: one task per request) — sending one token (cache hits) or
+   JWKS (a plain filter that waits only to refetch an unknown key) — sending one token (cache hits) or
    cycling through 4096 distinct tokens (more than the cache holds: every request
    verifies).
 
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,6 @@ import timeit
 from pathlib import Path
 
 import jwt as pyjwt
-import yaml
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
@@ -37,8 +35,15 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
-from peers import CPUS, find_wrk, free_port, http_status, launch, wait_ready
-from run import parse_wrk
+from peers import find_wrk, free_port, pin_cpus
+from policy_cost import (
+    add_options,
+    compiled_filter,
+    measure_gateway,
+    print_relative,
+    report,
+    request_to,
+)
 from upstream import start_upstream
 
 from meshgate.filters.security import jwt as jwt_filter_mod
@@ -72,44 +77,20 @@ def provider(jwks: dict | None, uri: str | None) -> dict:
     return p
 
 
-def config_docs(port: int, upstream_port: int, jwt_provider: dict | None) -> list[dict]:
-    docs = [
-        {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway", "metadata": {"name": "bench"},
-         "spec": {"gatewayClassName": "meshgate", "listeners": [{"name": "http", "protocol": "HTTP", "port": port}]}},
-        {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "bench"},
-         "spec": {"parentRefs": [{"name": "bench"}], "rules": [{
-             "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
-             "backendRefs": [{"group": "gateway.envoyproxy.io", "kind": "Backend", "name": "upstream"}]}]}},
-        {"apiVersion": "gateway.envoyproxy.io/v1alpha1", "kind": "Backend", "metadata": {"name": "upstream"},
-         "spec": {"endpoints": [{"ip": {"address": "127.0.0.1", "port": upstream_port}}]}},
-    ]
-    if jwt_provider is not None:
-        docs.append({"apiVersion": "gateway.envoyproxy.io/v1alpha1", "kind": "SecurityPolicy",
-                     "metadata": {"name": "jwt"},
-                     "spec": {"targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute",
-                                              "name": "bench"}],
-                              "jwt": {"providers": [jwt_provider]}}})
-    return docs
+def policy(jwt_provider: dict | None) -> tuple[str, str, dict] | None:
+    if jwt_provider is None:
+        return None
+    return "SecurityPolicy", "jwt", {"jwt": {"providers": [jwt_provider]}}
 
 
 # --------------------------------------------------------------------------- the filter alone
 
 
 def filter_alone(keys: dict) -> list[tuple[str, float]]:
-    from meshgate.config.compile import compile_snapshot
-    from meshgate.config.compile.lookup import find_match
-    from meshgate.config.loader import load_texts
-    from meshgate.http.headers import Headers
-    from meshgate.proxy.context import RequestContext
-
     rows = []
     for alg, (key, jwk) in keys.items():
-        docs = config_docs(80, 9, provider({"keys": [jwk]}, None))
-        snap = compile_snapshot(load_texts([("b.yaml", yaml.safe_dump_all(docs))]).resources)
-        f = find_match(snap, 80, "x", "/").rule.filters[0]
-        raw = token(key, alg, jwk["kid"])
-        ctx = RequestContext("GET", "/", "/", "", Headers([("host", "x"), ("authorization", "Bearer " + raw)]),
-                             "x", "x", "http", "1.1", "127.0.0.1", 1, 80, "r", 0.0)
+        f = compiled_filter(policy(provider({"keys": [jwk]}, None)))
+        ctx = request_to([("authorization", "Bearer " + token(key, alg, jwk["kid"]))])
         assert f.on_request(ctx) is None
         for label, size in (("cache hit", 1024), ("no cache", 0)):
             jwt_filter_mod.TOKEN_CACHE_SIZE = size
@@ -134,27 +115,9 @@ end
 """
 
 
-def run_wrk(url: str, args, header: str | None = None, script: Path | None = None, duration: int | None = None):
-    argv = [find_wrk(), "-t1", f"-c{args.connections}", f"-d{duration or args.duration}s", "--latency"]
-    if header:
-        argv += ["-H", header]
-    if script:
-        argv += ["-s", str(script)]
-    argv.append(url)
-    if CPUS.get("load"):
-        argv = ["taskset", "-c", ",".join(map(str, sorted(CPUS["load"]))), *argv]
-    r = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=(duration or args.duration) + 60)
-    if r.returncode != 0:
-        raise RuntimeError(r.stdout + r.stderr)
-    return parse_wrk(r.stdout)
-
-
 def end_to_end(keys: dict, args) -> list[tuple[str, float, float, int]]:
     tmp = Path(tempfile.mkdtemp(prefix="meshgate-jwt-bench-"))
-    ncpu = len(os.sched_getaffinity(0))
-    if ncpu >= 2:
-        cpus = sorted(os.sched_getaffinity(0))
-        CPUS["proxy"], CPUS["load"] = {cpus[-1]}, set(cpus[:-1])
+    pin_cpus()
     up_port = free_port()
     upstream, _ = start_upstream(tmp / "upstream", up_port)
     jwks_file = tmp / "keys.json"
@@ -173,36 +136,21 @@ def end_to_end(keys: dict, args) -> list[tuple[str, float, float, int]]:
         for name, prov, alg in cases:
             modes = [("", None)] if prov is None else [("1 token", "one"), (f"{DISTINCT} tokens", "many")]
             for mode_label, mode in modes:
-                port, admin = free_port(), free_port()
                 workdir = tmp / f"mg-{len(rows)}"
                 workdir.mkdir()
-                (workdir / "c.yaml").write_text(yaml.safe_dump_all(config_docs(port, up_port, prov)))
-                proc = launch("meshgate", [str(ROOT / ".venv/bin/meshgate"), "gateway", "--config",
-                                           str(workdir / "c.yaml"), "--bind", "127.0.0.1",
-                                           "--admin-port", str(admin)], workdir, role="proxy")
-                try:
-                    wait_ready(proc, lambda a=admin: http_status(f"http://127.0.0.1:{a}/ready") == 200, 30, "ready")
-                    url = f"http://127.0.0.1:{port}/"
-                    header = script = None
-                    if mode == "one":
-                        key, jwk = keys[alg]
-                        header = "Authorization: Bearer " + token(key, alg, jwk["kid"])
-                    elif mode == "many":
-                        key, jwk = keys[alg]
-                        tokens = workdir / "tokens.txt"
-                        tokens.write_text("\n".join(token(key, alg, jwk["kid"], i) for i in range(DISTINCT)) + "\n")
-                        script = workdir / "cycle.lua"
-                        script.write_text(LUA_CYCLE % tokens)
-                    run_wrk(url, args, header, script, duration=2)  # warm-up
-                    cpu0 = proc.cpu_seconds()
-                    res = run_wrk(url, args, header, script)
-                    cpu = proc.cpu_seconds() - cpu0
-                    label = f"{name} ({mode_label})" if mode_label else name
-                    rows.append((label, res.requests / cpu, res.rps, res.non_2xx))
-                    print(f"  {label:34s} {res.requests / cpu:9.0f} req/CPU-s  {res.rps:8.0f} rps"
-                          f"  non-2xx {res.non_2xx}", flush=True)
-                finally:
-                    proc.stop()
+                header = script = None
+                if mode == "one":
+                    key, jwk = keys[alg]
+                    header = "Authorization: Bearer " + token(key, alg, jwk["kid"])
+                elif mode == "many":
+                    key, jwk = keys[alg]
+                    tokens = workdir / "tokens.txt"
+                    tokens.write_text("\n".join(token(key, alg, jwk["kid"], i) for i in range(DISTINCT)) + "\n")
+                    script = workdir / "cycle.lua"
+                    script.write_text(LUA_CYCLE % tokens)
+                res, cpu = measure_gateway(workdir, up_port, policy(prov), args, header=header, script=script)
+                label = f"{name} ({mode_label})" if mode_label else name
+                rows.append(report(label, res, cpu, 34))
     finally:
         keyserver.terminate()
         keyserver.wait(5)
@@ -212,9 +160,7 @@ def end_to_end(keys: dict, args) -> list[tuple[str, float, float, int]]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--duration", type=int, default=10)
-    ap.add_argument("--connections", type=int, default=50)
-    ap.add_argument("--skip-e2e", action="store_true")
+    add_options(ap)
     args = ap.parse_args()
     keys = signers()
     print("filter alone (on_request, best of 5):")
@@ -223,11 +169,7 @@ def main() -> int:
     if args.skip_e2e or not find_wrk():
         return 0
     print(f"end to end (wrk -t1 -c{args.connections} -d{args.duration}s, meshgate 1 worker on its own CPU):")
-    rows = end_to_end(keys, args)
-    base = rows[0][1]
-    print("\nrelative to no policy:")
-    for label, per_cpu, _, _ in rows[1:]:
-        print(f"  {label:34s} {per_cpu / base:5.2f}x  ({1e6 / per_cpu - 1e6 / base:6.1f} us CPU per request)")
+    print_relative(end_to_end(keys, args), 34)
     return 0
 
 

@@ -282,6 +282,15 @@ class Managed:
 CPUS: dict[str, set[int]] = {}
 
 
+def pin_cpus(workers: int = 1) -> None:
+    """The proxy gets the last ``workers`` CPUs to itself, wrk and the upstream share the
+    others; with no CPU left over, the scheduler decides."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) >= 2 and workers < len(cpus):
+        CPUS["proxy"] = set(cpus[-workers:])
+        CPUS["load"] = set(cpus[:-workers])
+
+
 def launch(
     name: str, argv: list[str], workdir: Path, env: dict[str, str] | None = None, role: str = "load"
 ) -> Managed:

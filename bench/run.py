@@ -50,6 +50,7 @@ from peers import (  # noqa: E402
     http_status,
     launch,
     meshgate_has_gateway,
+    pin_cpus,
     wait_ready,
 )
 from upstream import start_upstream  # noqa: E402
@@ -130,8 +131,23 @@ def measured_row(name: str, res: WrkResult, cpu: float, binary: str, version: st
     )
 
 
-def run_wrk(wrk: str, url: str, duration: int, connections: int, threads: int) -> WrkResult:
-    argv = [wrk, f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", url]
+def run_wrk(
+    wrk: str,
+    url: str,
+    duration: int,
+    connections: int,
+    threads: int,
+    header: str | None = None,
+    script: Path | None = None,
+) -> WrkResult:
+    """One wrk run on the load CPUs; ``header`` (``-H``) and a Lua ``script`` (``-s``)
+    shape the requests."""
+    argv = [wrk, f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency"]
+    if header:
+        argv += ["-H", header]
+    if script:
+        argv += ["-s", str(script)]
+    argv.append(url)
     if CPUS.get("load"):
         argv = ["taskset", "-c", ",".join(map(str, sorted(CPUS["load"]))), *argv]
     r = subprocess.run(
@@ -165,12 +181,19 @@ class Row:
     version: str
 
 
-def measure(proc: Managed, wrk: str, url: str, args: argparse.Namespace) -> tuple[WrkResult, float]:
+def measure(
+    proc: Managed,
+    wrk: str,
+    url: str,
+    args: argparse.Namespace,
+    header: str | None = None,
+    script: Path | None = None,
+) -> tuple[WrkResult, float]:
     """Warm up, then one measured wrk run; returns (wrk result, CPU-s of proc's tree)."""
     if args.warmup > 0:
-        run_wrk(wrk, url, args.warmup, args.connections, args.threads)
+        run_wrk(wrk, url, args.warmup, args.connections, args.threads, header, script)
     cpu0 = proc.cpu_seconds()
-    res = run_wrk(wrk, url, args.duration, args.connections, args.threads)
+    res = run_wrk(wrk, url, args.duration, args.connections, args.threads, header, script)
     cpu1 = proc.cpu_seconds()
     if not proc.alive():
         raise RuntimeError(f"{proc.name} died during the run\n{proc.log_tail()}")
@@ -347,11 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     MESHGATE_EXTRA_ARGS[:] = shlex.split(args.meshgate_args)
-    ncpu = len(os.sched_getaffinity(0))
-    if not args.no_pin and ncpu >= 2 and args.workers < ncpu:
-        cpus = sorted(os.sched_getaffinity(0))
-        CPUS["proxy"] = set(cpus[-args.workers :])
-        CPUS["load"] = set(cpus[: -args.workers])
+    if not args.no_pin:
+        pin_cpus(args.workers)
 
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = [s for s in only if s not in PROXIES]
