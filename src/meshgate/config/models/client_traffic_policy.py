@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from meshgate.config.models.meta import GATEWAY_GROUP, FieldError, ResourceBase
+from meshgate.config.models.meta import FieldError, ResourceBase
 from meshgate.config.models.policy_common import (
     GoDuration,
     Section,
@@ -218,6 +218,12 @@ class ClientConnection(Section):
 
 
 class ClientTrafficPolicySpec(TargetedSpec):
+    # This kind targets Gateways (and their listeners) only.
+    accepted_target_kinds = ("Gateway", "ListenerSet")
+    accepted_target_kinds_text = "Gateway or ListenerSet"
+    served_target_kinds = ("Gateway",)
+    served_target_kinds_text = ""
+
     tls: ClientTLSSettings | None = Field(
         default=None, description="TLS settings of the targeted HTTPS listeners."
     )
@@ -238,31 +244,6 @@ class ClientTrafficPolicySpec(TargetedSpec):
     healthCheck: Any = not_supported()
     scheme: Any = not_supported()
     targetSelectors: Any = not_supported()
-
-    @model_validator(mode="after")
-    def _targets(self) -> ClientTrafficPolicySpec:
-        # Replaces TargetedSpec's rule: this kind targets Gateways (and their listeners) only.
-        if (self.targetRef is None) == (not self.targetRefs):
-            where = ("targetRefs",) if self.targetRefs else ()
-            raise FieldError(where, "either targetRef or targetRefs must be used")
-        located = (
-            [(("targetRef",), self.targetRef)]
-            if self.targetRef is not None
-            else [(("targetRefs", i), ref) for i, ref in enumerate(self.targetRefs)]
-        )
-        for where, ref in located:
-            name = "targetRef" if len(where) == 1 else "targetRefs[*]"
-            if ref.group != GATEWAY_GROUP:
-                raise FieldError(
-                    (*where, "group"), f"this policy can only have a {name}.group of {GATEWAY_GROUP}"
-                )
-            if ref.kind == "ListenerSet":
-                raise FieldError((*where, "kind"), "targeting a ListenerSet is not supported by meshgate yet")
-            if ref.kind != "Gateway":
-                raise FieldError(
-                    (*where, "kind"), f"this policy can only have a {name}.kind of Gateway or ListenerSet"
-                )
-        return self
 
 
 class ClientTrafficPolicy(ResourceBase):

@@ -6,7 +6,7 @@ Envoy Gateway's Go types use (Go durations, HTTP statuses, percentages).
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from pydantic import AfterValidator, Field, model_validator
 
@@ -92,7 +92,17 @@ class PolicyTargetReference(Strict):
 
 
 class TargetedSpec(Section):
-    """A policy spec's targets: ``targetRef`` (deprecated) or ``targetRefs``."""
+    """A policy spec's targets: ``targetRef`` (deprecated) or ``targetRefs``.
+
+    The kinds a policy may target are class attributes, so that a policy kind that
+    targets fewer (ClientTrafficPolicy: Gateways only) narrows them instead of copying
+    the rule: the kinds Envoy Gateway's CEL rule accepts, named as its message names
+    them, and those of them meshgate serves, named as meshgate's error names them."""
+
+    accepted_target_kinds: ClassVar[tuple[str, ...]] = EG_TARGET_KINDS
+    accepted_target_kinds_text: ClassVar[str] = "Gateway/HTTPRoute/GRPCRoute/TCPRoute/UDPRoute/TLSRoute"
+    served_target_kinds: ClassVar[tuple[str, ...]] = TARGET_KINDS
+    served_target_kinds_text: ClassVar[str] = " (Gateway or HTTPRoute)"
 
     targetRef: PolicyTargetReference | None = Field(
         default=None, description="Deprecated: the one target; use targetRefs."
@@ -120,15 +130,15 @@ class TargetedSpec(Section):
                 raise FieldError(
                     (*where, "group"), f"this policy can only have a {name}.group of {GATEWAY_GROUP}"
                 )
-            if ref.kind not in EG_TARGET_KINDS:
+            if ref.kind not in self.accepted_target_kinds:
                 raise FieldError(
                     (*where, "kind"),
-                    f"this policy can only have a {name}.kind of Gateway/HTTPRoute/GRPCRoute/TCPRoute/UDPRoute/TLSRoute",
+                    f"this policy can only have a {name}.kind of {self.accepted_target_kinds_text}",
                 )
-            if ref.kind not in TARGET_KINDS:
+            if ref.kind not in self.served_target_kinds:
                 raise FieldError(
                     (*where, "kind"),
-                    f"targeting a {ref.kind} is not supported by meshgate yet (Gateway or HTTPRoute)",
+                    f"targeting a {ref.kind} is not supported by meshgate yet{self.served_target_kinds_text}",
                 )
         return self
 
