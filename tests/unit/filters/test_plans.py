@@ -378,3 +378,29 @@ async def test_while_redis_cannot_answer_plans_fail_open_or_closed(fresh, fail_c
         assert QUOTA_DECISIONS == {"failed_closed": 1}
     else:
         assert reply is None and QUOTA_DECISIONS == {"failed_open": 1}
+
+
+# --- the example ---------------------------------------------------------------------------------
+
+
+def test_the_example_compiles_and_its_plans_follow_the_consumers():
+    from pathlib import Path
+
+    from meshgate.config.loader import load_paths
+
+    root = Path(__file__).resolve().parents[3]
+    result = load_paths([root / "examples" / "plans"])
+    assert result.errors == [] and result.warnings == []
+    snap = compile_snapshot(result.resources)
+    for path in ("/search", "/reports/export", "/reports/status"):
+        m = find_match(snap, 8190, "h", path)
+        (f,) = [f for f in m.rule.filters if isinstance(f, PlanEnforcement)]
+        assert {c: p.plan.key for c, p in f.plans.items()} == {"acme": "default/gold", "initech": "default/free"}
+    gold = f.plans["acme"].plan
+    assert gold.cost("default/reports", "export") == 10 and gold.cost("default/reports", "status") == 0
+    assert gold.cost("default/search", None) == 1
+    # docs/plans.md shows the example's free plan as it is
+    doc = (root / "docs" / "plans.md").read_text()
+    text = (root / "examples" / "plans" / "plans.yaml").read_text()
+    for line in ("- {requests: 2, unit: Second}", "- {requests: 1000, period: Month}", "plan: {name: free}"):
+        assert line in doc and line in text
