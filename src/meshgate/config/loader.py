@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,18 @@ class LoadedResource:
     @property
     def where(self) -> str:
         return f"{self.file}:{self.document}"
+
+    @property
+    def age_key(self) -> tuple[int, float]:
+        """Sorts oldest ``metadata.creationTimestamp`` first (a naive one is UTC); one
+        without a timestamp sorts after all that have one. Gateway API's tie-break
+        between routes, and between policies on the same target."""
+        ts = getattr(self.obj.metadata, "creationTimestamp", None)
+        if ts is None:
+            return (1, 0.0)
+        if ts.tzinfo is None:
+            ts = ts.replace(tzinfo=UTC)
+        return (0, ts.timestamp())
 
 
 @dataclass

@@ -13,7 +13,6 @@ policy's status per target (like ``status.ancestors``) goes to /config_dump.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 from meshgate.config.compile.inputs import Inputs
@@ -28,15 +27,6 @@ TARGET_NOT_FOUND = "TargetNotFound"
 
 # Target precedence, most specific first.
 ROUTE_RULE, ROUTE, LISTENER, GATEWAY = range(4)
-
-
-def _age(res: LoadedResource) -> tuple[int, float]:
-    ts = getattr(res.obj.metadata, "creationTimestamp", None)
-    if ts is None:
-        return (1, 0.0)
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=UTC)
-    return (0, ts.timestamp())
 
 
 def _condition(reason: str, message: str = "") -> dict[str, str]:
@@ -68,7 +58,7 @@ class PolicyIndex:
         self.inputs = inputs
         self._slots: dict[tuple[int, str, str, str | None], _Holder] = {}
         self._status: dict[str, dict[str, Any]] = {}
-        policies = sorted(inputs.of_kind(self.kind), key=lambda r: (_age(r), r.namespace, r.name))
+        policies = sorted(inputs.of_kind(self.kind), key=lambda r: (r.age_key, r.namespace, r.name))
         for res in policies:
             self._attach(res, inputs)
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
-from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 from meshgate.config.compile.backends import BackendResolver
@@ -108,15 +107,6 @@ def _condition(kind: str, ok: bool, reason: str, message: str) -> dict[str, str]
     return {"type": kind, "status": "True" if ok else "False", "reason": reason, "message": message}
 
 
-def _timestamp_key(res: LoadedResource) -> tuple[int, float]:
-    ts = getattr(res.obj.metadata, "creationTimestamp", None)
-    if ts is None:
-        return (1, 0.0)
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=UTC)
-    return (0, ts.timestamp())
-
-
 def compile_route(res: LoadedResource, resolver: BackendResolver, errors: ErrorSink) -> CompiledRoute:
     spec = res.obj.spec
     builder = FilterBuilder(res, resolver, errors)
@@ -125,7 +115,7 @@ def compile_route(res: LoadedResource, resolver: BackendResolver, errors: ErrorS
         key=f"{res.namespace}/{res.name}",
         hostnames=[h.lower() for h in spec.hostnames or ()],
         rules=[],
-        ts_key=_timestamp_key(res),
+        ts_key=res.age_key,
     )
     for i, rule in enumerate(spec.rules or ()):
         path = ("spec", "rules", i)
