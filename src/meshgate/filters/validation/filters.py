@@ -225,18 +225,28 @@ def _media_type_reply(
     )
 
 
-def _json_errors(
-    validator: Any, body: bytes, limit: int
-) -> tuple[str | None, list[dict]]:
-    """(why the body is not JSON, or None; schema failures)."""
+def _json_body_reply(
+    validator: Any, body: bytes, what: str, max_errors: int
+) -> LocalReply | None:
+    """400 when ``body`` is not JSON or does not match ``validator`` (the schema of
+    ``what``); None when it matches."""
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        return f"request body is not valid JSON: {exc}", []
-    return None, [
+        return problem(400, "not_json", f"request body is not valid JSON: {exc}", max_errors=max_errors)
+    failures = [
         {"in": "body", "pointer": pointer(path), "detail": message}
-        for path, message in js.errors(validator, doc, limit)
+        for path, message in js.errors(validator, doc, max_errors + 1)
     ]
+    if failures:
+        return problem(
+            400,
+            "body",
+            f"request body does not match {what}",
+            failures,
+            max_errors=max_errors,
+        )
+    return None
 
 
 class OpenAPIBodyValidation(Filter):
@@ -269,18 +279,7 @@ class OpenAPIBodyValidation(Filter):
         validator = matched[1]
         if validator is None or not is_json(content_type):
             return None  # declared, but only JSON bodies are inspected
-        not_json, failures = _json_errors(validator, body, self.max_errors + 1)
-        if not_json is not None:
-            return problem(400, "not_json", not_json, max_errors=self.max_errors)
-        if failures:
-            return problem(
-                400,
-                "body",
-                f"request body does not match {op.label}",
-                failures,
-                max_errors=self.max_errors,
-            )
-        return None
+        return _json_body_reply(validator, body, op.label, self.max_errors)
 
     def describe(self) -> dict:
         return {"type": self.name, "maxBodyBytes": self.body_limit}
@@ -326,18 +325,7 @@ class SchemaBodyValidation(Filter):
                 f"the body must be application/json; the request has {said}",
                 max_errors=self.max_errors,
             )
-        not_json, failures = _json_errors(self.validator, body, self.max_errors + 1)
-        if not_json is not None:
-            return problem(400, "not_json", not_json, max_errors=self.max_errors)
-        if failures:
-            return problem(
-                400,
-                "body",
-                "request body does not match the schema",
-                failures,
-                max_errors=self.max_errors,
-            )
-        return None
+        return _json_body_reply(self.validator, body, "the schema", self.max_errors)
 
     def describe(self) -> dict:
         return {
