@@ -54,6 +54,7 @@ async def exposition() -> prom_text.Exposition:
             "meshgate_upstream_health_checks_total": ("web", "failure"),
             "meshgate_auth_failures_total": ("jwt", "expired"),
             "meshgate_validation_failures_total": ("parameter",),
+            "meshgate_cache_lookups_total": ("HIT",),
             "meshgate_ratelimit_decisions_total": ("default/r", "limited", "local"),
             "meshgate_ratelimit_redis_errors_total": ("timeout",),
             "meshgate_quota_decisions_total": ("exceeded",),

@@ -23,10 +23,12 @@ from meshgate.proxy.context import RequestContext
 from meshgate.proxy.errors import ProxyError
 from meshgate.proxy.exchange import Exchange
 from meshgate.telemetry.access_log import AccessLog
-from meshgate.filters.ratelimit.reply import sync_ratelimit_counters
+from meshgate.filters.cache.filter import CACHE_RESULTS
+from meshgate.filters.ratelimit.reply import DECISIONS
 from meshgate.filters.security.base import AUTH_FAILURES
 from meshgate.filters.validation.problem import VALIDATION_FAILURES
 from meshgate.plans.usage import QUOTA_DECISIONS
+from meshgate.ratelimit.redis_counters import REDIS_ERRORS
 from meshgate.telemetry.metrics import Metrics, counts_collector
 from meshgate.tls.sni import TLSFront
 from meshgate.upstream.registry import UpstreamRegistry
@@ -57,10 +59,11 @@ class Engine:
         self.metrics.collectors += [
             counts_collector(AUTH_FAILURES, "meshgate_auth_failures_total"),
             counts_collector(VALIDATION_FAILURES, "meshgate_validation_failures_total"),
+            counts_collector(CACHE_RESULTS, "meshgate_cache_lookups_total"),
             counts_collector(QUOTA_DECISIONS, "meshgate_quota_decisions_total"),
+            counts_collector(DECISIONS, "meshgate_ratelimit_decisions_total"),
+            counts_collector(REDIS_ERRORS, "meshgate_ratelimit_redis_errors_total"),
         ]
-        synced_rate_limits: dict = {}
-        self.metrics.collectors.append(lambda m: sync_ratelimit_counters(m, synced_rate_limits))
         self.servers: dict[int, asyncio.base_events.Server] = {}
         self.tls_fronts: dict[int, TLSFront] = {}  # HTTPS ports: what their SNI callback reads
         self.connections: set[ServerProtocol] = set()

@@ -76,6 +76,11 @@ COUNTERS = {
         "failed_closed).",
         ("result",),
     ),
+    "meshgate_cache_lookups_total": (
+        "Responses on routes with a CachePolicy, by X-Cache result (HIT, STALE, "
+        "REVALIDATED, EXPIRED, MISS, BYPASS).",
+        ("result",),
+    ),
     "meshgate_validation_failures_total": (
         "Requests a ValidationPolicy refused, by reason (unknown_operation, parameter, "
         "media_type, body_required, not_json, body).",

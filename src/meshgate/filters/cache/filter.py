@@ -36,6 +36,13 @@ if TYPE_CHECKING:
     from meshgate.proxy.context import RequestContext, ResponseHead
 
 HIT, STALE, REVALIDATED, EXPIRED, MISS, BYPASS = "HIT", "STALE", "REVALIDATED", "EXPIRED", "MISS", "BYPASS"
+
+# X-Cache word -> responses that carried it, in this process (meshgate_cache_lookups_total).
+CACHE_RESULTS: dict[str, int] = {}
+
+
+def _count(word: str) -> None:
+    CACHE_RESULTS[word] = CACHE_RESULTS.get(word, 0) + 1
 _VAR = "cache"
 _SAFE = frozenset(("GET", "HEAD", "OPTIONS", "TRACE"))
 
@@ -220,6 +227,7 @@ class CacheFilter(Filter):
             status, body = entry.status, entry.body
         fields.append(("age", str(int(age))))
         fields.append(("x-cache", word))
+        _count(word)
         return LocalReply(status, fields, body)
 
     def _add_validators(self, ctx: RequestContext, entry: Entry) -> bool:
@@ -296,6 +304,7 @@ class CacheFilter(Filter):
                 if stored is not None:
                     self._put(state.key, stored)
         head.headers.set("x-cache", state.word)
+        _count(state.word)
         if state.flight is not None:
             self._land_flight(state.key, state.flight)
             state.flight = None

@@ -71,19 +71,3 @@ def unavailable(route: str, kind: str = "global") -> LocalReply:
     answers with ``failure_mode_deny`` (Envoy Gateway's ``failClosed``)."""
     count(route, FAILED_CLOSED, kind)
     return LocalReply(500, list(_TEXT), b"rate limit service unavailable", SERVICE_ERROR_FLAG)
-
-
-def sync_ratelimit_counters(metrics, synced: dict) -> None:  # noqa: ANN001
-    """Add decisions and Redis errors counted since the last sync to ``metrics``."""
-    from meshgate.ratelimit.redis_counters import REDIS_ERRORS
-
-    for key, n in list(DECISIONS.items()):
-        delta = n - synced.get(key, 0)
-        if delta:
-            metrics.inc("meshgate_ratelimit_decisions_total", key, delta)
-            synced[key] = n
-    for kind, n in list(REDIS_ERRORS.items()):
-        delta = n - synced.get(("redis", kind), 0)
-        if delta:
-            metrics.inc("meshgate_ratelimit_redis_errors_total", (kind,), delta)
-            synced[("redis", kind)] = n
