@@ -18,17 +18,17 @@ import time
 from typing import Any
 
 from meshgate.config.snapshot import Limits, Snapshot
-from meshgate.http.server import ServerProtocol
-from meshgate.proxy.context import RequestContext
-from meshgate.proxy.errors import ProxyError
-from meshgate.proxy.exchange import Exchange
-from meshgate.telemetry.access_log import AccessLog
 from meshgate.filters.cache.filter import CACHE_RESULTS
 from meshgate.filters.ratelimit.reply import DECISIONS
 from meshgate.filters.security.base import AUTH_FAILURES
 from meshgate.filters.validation.problem import VALIDATION_FAILURES
+from meshgate.http.server import ServerProtocol
 from meshgate.plans.usage import QUOTA_DECISIONS
+from meshgate.proxy.context import RequestContext
+from meshgate.proxy.errors import ProxyError
+from meshgate.proxy.exchange import Exchange
 from meshgate.ratelimit.redis_counters import REDIS_ERRORS
+from meshgate.telemetry.access_log import AccessLog
 from meshgate.telemetry.metrics import Metrics, counts_collector
 from meshgate.tls.sni import TLSFront
 from meshgate.upstream.registry import UpstreamRegistry
