@@ -31,8 +31,6 @@ import asyncio
 import base64
 import contextlib
 import json
-import os
-import selectors
 import signal
 import subprocess
 import sys
@@ -225,6 +223,8 @@ class AuthServiceProcess:
         self.port = 0
 
     def start(self, timeout: float = 10.0) -> AuthServiceProcess:
+        from harness import _read_line
+
         self.proc = subprocess.Popen(
             [sys.executable, str(Path(__file__)), self.role, *self.args],
             stdout=subprocess.PIPE,
@@ -239,16 +239,12 @@ class AuthServiceProcess:
         return self
 
     def stop(self) -> None:
+        from harness import _terminate
+
         proc, self.proc = self.proc, None
         if proc is None:
             return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(3)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(3)
+        _terminate(proc, 3)
         if proc.stdout:
             proc.stdout.close()
 
@@ -271,25 +267,6 @@ class AuthServiceProcess:
         import httpx
 
         return httpx.post(self.url + path, json=doc, timeout=5).json()
-
-
-def _read_line(stream, timeout: float) -> bytes:
-    sel = selectors.DefaultSelector()
-    sel.register(stream, selectors.EVENT_READ)
-    buf = b""
-    deadline = time.monotonic() + timeout
-    try:
-        while not buf.endswith(b"\n"):
-            left = deadline - time.monotonic()
-            if left <= 0 or not sel.select(left):
-                break
-            chunk = os.read(stream.fileno(), 1)
-            if not chunk:
-                break
-            buf += chunk
-    finally:
-        sel.close()
-    return buf.strip()
 
 
 async def _main() -> None:
