@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from typing import Any, TYPE_CHECKING
 from urllib.parse import parse_qsl, urlencode
 
 from meshgate.filters.base import Filter
@@ -137,7 +137,10 @@ class CacheFilter(Filter):
 
     # -- request ---------------------------------------------------------------------
 
-    async def on_request(self, ctx: RequestContext) -> LocalReply | None:
+    def on_request(self, ctx: RequestContext) -> Any:
+        """Plain, so a hit or a first miss on the memory store answers in the socket
+        callbacks; an awaitable only when the request must wait (coalescing behind
+        another miss, or a Redis store)."""
         method = ctx.method
         if method != "GET" and method != "HEAD":
             if method not in _SAFE:
@@ -154,38 +157,64 @@ class CacheFilter(Filter):
         if "no-store" in request_cc:
             state.word = BYPASS
             return None
-        waited = False
+        store = self.store
+        if isinstance(store, MemoryStore):
+            decided, reply = self._look(ctx, state, store.get_now(state.key), waited=False)
+            if decided:
+                return reply
+        return self._lookup(ctx, state)
+
+    async def _lookup(self, ctx: RequestContext, state: _State) -> LocalReply | None:
+        """The lookup that may wait: the store's answer, and coalescing behind a miss
+        another request is already fetching."""
+        waited = isinstance(self.store, MemoryStore)  # the first look was made already
+        if waited:
+            await self._wait_for_flight(state)
         while True:
-            entry = pick(await self.store.get(state.key), headers)
-            now = self.clock()
-            if entry is not None:
-                reply = self._reuse(ctx, state, entry, now)
-                if reply is not None:
-                    return reply
-            if "only-if-cached" in request_cc:
-                state.served = True
-                return LocalReply(504, [("x-cache", MISS)], b"not in cache\n")
-            if method == "HEAD" or waited:
-                break
+            decided, reply = self._look(ctx, state, await self.store.get(state.key), waited)
+            if decided:
+                return reply
+            await self._wait_for_flight(state)
+            waited = True
+
+    async def _wait_for_flight(self, state: _State) -> None:
+        flight = self.flights.get(state.key)
+        if flight is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(flight), self.coalesce_timeout)
+        except TimeoutError:
+            # The leader is gone (its client left) or slow: stop everyone waiting.
+            self._land_flight(state.key, flight)
+
+    def _look(
+        self, ctx: RequestContext, state: _State, stored: list[Entry] | None, waited: bool
+    ) -> tuple[bool, LocalReply | None]:
+        """One look at what is stored: (True, reply or None to go upstream) when the
+        request is decided, (False, None) when it should wait for another's fetch."""
+        request_cc = state.request_cc
+        entry = pick(stored, ctx.headers)
+        now = self.clock()
+        if entry is not None:
+            reply = self._reuse(ctx, state, entry, now)
+            if reply is not None:
+                return True, reply
+        if "only-if-cached" in request_cc:
+            state.served = True
+            return True, LocalReply(504, [("x-cache", MISS)], b"not in cache\n")
+        if ctx.method == "GET" and not waited:
             flight = self.flights.get(state.key)
             if flight is None:
                 state.flight = self.flights[state.key] = asyncio.get_running_loop().create_future()
-                break
-            if not self.coalesce or "no-cache" in request_cc:
-                break
-            try:
-                await asyncio.wait_for(asyncio.shield(flight), self.coalesce_timeout)
-            except TimeoutError:
-                # The leader is gone (its client left) or slow: stop everyone waiting.
-                self._land_flight(state.key, flight)
-            waited = True
+            elif self.coalesce and "no-cache" not in request_cc:
+                return False, None
         state.request_time = now
         entry = state.entry
         if entry is not None:
             state.word = EXPIRED
             if self._add_validators(ctx, entry):
                 state.validated = True
-        return None
+        return True, None
 
     def _reuse(self, ctx: RequestContext, state: _State, entry: Entry, now: float) -> LocalReply | None:
         """A reply from ``entry`` if this request may use it now (RFC 9111 section 4);

@@ -76,7 +76,9 @@ class Driver:
         path, _, query = path.partition("?")
         ctx = RequestContext(method, path, path, query, Headers.from_pairs(headers), host, host, "http", "1.1", "127.0.0.1", 1, 80, "id", 0.0)
         ctx.consumer = consumer
-        reply = await self.cache.on_request(ctx)
+        reply = self.cache.on_request(ctx)
+        if reply is not None and not isinstance(reply, LocalReply):
+            reply = await reply  # it had to wait (coalescing, or a Redis store)
         if isinstance(reply, LocalReply):
             head = ResponseHead(reply.status, "", Headers(list(reply.headers)))
             self.cache.on_response(ctx, head)
