@@ -15,6 +15,8 @@ from run import WrkResult, measure
 
 ROOT = Path(__file__).resolve().parent.parent
 WARMUP_S = 2
+# Policy kinds of meshgate's own API group; the others are Envoy Gateway's.
+MESHGATE_KINDS = ("CachePolicy", "ValidationPolicy", "TransformPolicy", "IntrospectionPolicy")
 
 
 def add_options(ap: argparse.ArgumentParser) -> None:
@@ -39,7 +41,8 @@ def config_docs(port: int, upstream_port: int, policy: tuple[str, str, dict] | N
     if policy is not None:
         kind, name, spec = policy
         target = {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": "bench"}
-        docs.append({"apiVersion": "gateway.envoyproxy.io/v1alpha1", "kind": kind, "metadata": {"name": name},
+        group = "meshgate.dev" if kind in MESHGATE_KINDS else "gateway.envoyproxy.io"
+        docs.append({"apiVersion": f"{group}/v1alpha1", "kind": kind, "metadata": {"name": name},
                      "spec": {"targetRefs": [target], **spec}})
     return docs
 
