@@ -21,9 +21,9 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-from peers import find_wrk, free_port, pin_cpus  # noqa: E402
-from policy_cost import add_options, measure_gateway, print_relative, report  # noqa: E402
-from upstream import start_upstream  # noqa: E402
+from peers import find_wrk, free_port, pin_cpus
+from policy_cost import add_options, measure_gateway, print_relative, report
+from upstream import start_upstream
 
 CASES = {
     "no policy": None,

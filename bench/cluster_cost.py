@@ -4,10 +4,14 @@ deposit, host pick and outlier bookkeeping, outside any I/O.
     .venv/bin/python bench/cluster_cost.py
 """
 
-import asyncio, timeit
+import asyncio
+import timeit
+
 from meshgate.config.snapshot import Cluster, Endpoint, Limits
 from meshgate.config.traffic import ClusterPolicy, OutlierDetection
 from meshgate.upstream.cluster import ClusterRuntime
+
+
 async def main():
     for label, pol, n in (("1 host, no outlier", ClusterPolicy(), 1), ("3 hosts LeastRequest + outlier", ClusterPolicy(outlier=OutlierDetection()), 3)):
         c = ClusterRuntime(Cluster("c", tuple(Endpoint("127.0.0.1", 9000+i) for i in range(n)), policy=pol), Limits())

@@ -53,10 +53,10 @@ class DownstreamTransport(asyncio.Transport):
         super().__init__()
         self.written = 0
 
-    def write(self, data) -> None:  # noqa: ANN001
+    def write(self, data) -> None:
         self.written += 1
 
-    def get_extra_info(self, name, default=None):  # noqa: ANN001, ANN201
+    def get_extra_info(self, name, default=None):
         return ("127.0.0.1", 40000) if name == "peername" else default
 
     def close(self) -> None:
@@ -74,7 +74,7 @@ class UpstreamTransport(DownstreamTransport):
         super().__init__()
         self.conn: UpstreamConnection | None = None
 
-    def write(self, data) -> None:  # noqa: ANN001
+    def write(self, data) -> None:
         self.written += 1
 
 

@@ -25,9 +25,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
@@ -53,7 +53,7 @@ def free_port() -> int:
 def http_status(url: str, timeout: float = 1.0) -> int | None:
     """Status code of GET url, or None when nothing answers (yet)."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (loopback only)
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
             resp.read()
             return resp.status
     except urllib.error.HTTPError as e:

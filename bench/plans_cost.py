@@ -22,16 +22,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
-from redis_server import RedisServer  # noqa: E402
+from redis_server import RedisServer
 
-from meshgate.config.compile import compile_snapshot  # noqa: E402
-from meshgate.config.compile.lookup import find_match  # noqa: E402
-from meshgate.config.loader import load_paths  # noqa: E402
-from meshgate.filters.plans import PlanEnforcement  # noqa: E402
-from meshgate.http.headers import Headers  # noqa: E402
-from meshgate.plans.counters import RedisPlanCounters  # noqa: E402
-from meshgate.proxy.context import RequestContext, ResponseHead  # noqa: E402
-from meshgate.ratelimit.redis_counters import RedisCounters  # noqa: E402
+from meshgate.config.compile import compile_snapshot
+from meshgate.config.compile.lookup import find_match
+from meshgate.config.loader import load_paths
+from meshgate.filters.plans import PlanEnforcement
+from meshgate.http.headers import Headers
+from meshgate.plans.counters import RedisPlanCounters
+from meshgate.proxy.context import RequestContext, ResponseHead
+from meshgate.ratelimit.redis_counters import RedisCounters
 
 
 def setup():

@@ -29,8 +29,8 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
-from peers import find_wrk, free_port, pin_cpus  # noqa: E402
-from policy_cost import (  # noqa: E402
+from peers import find_wrk, free_port, pin_cpus
+from policy_cost import (
     add_options,
     compiled_filter,
     measure_gateway,
@@ -38,8 +38,8 @@ from policy_cost import (  # noqa: E402
     report,
     request_to,
 )
-from redis_server import RedisServer  # noqa: E402
-from upstream import start_upstream  # noqa: E402
+from redis_server import RedisServer
+from upstream import start_upstream
 
 BIG = 1_000_000_000
 LUA_USERS = """

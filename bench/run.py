@@ -38,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from peers import (  # noqa: E402
+from peers import (
     BODY,
     CPUS,
     MESHGATE_EXTRA_ARGS,
@@ -53,7 +53,7 @@ from peers import (  # noqa: E402
     pin_cpus,
     wait_ready,
 )
-from upstream import start_upstream  # noqa: E402
+from upstream import start_upstream
 
 ORDER = ["meshgate", "nginx", "haproxy", "envoy"]
 READY_DEADLINE_S = 30.0
@@ -204,7 +204,7 @@ def body_ok(url: str) -> bool:
     import urllib.request
 
     try:
-        with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 (loopback)
+        with urllib.request.urlopen(url, timeout=2) as r:
             return r.status == 200 and r.read() == BODY
     except OSError:
         return False
@@ -290,7 +290,7 @@ def print_table(rows: list[Row]) -> None:
         for r in rows
     ]
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
-    line = lambda cells: "  ".join(  # noqa: E731
+    line = lambda cells: "  ".join(
         c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
     )
     print()
@@ -331,7 +331,7 @@ def write_json(rows: list[Row], meta: dict, complete: bool) -> Path:
 # --------------------------------------------------------------------------- #
 
 
-def _on_sigterm(signum, frame):  # noqa: ARG001
+def _on_sigterm(signum, frame):
     raise KeyboardInterrupt
 
 

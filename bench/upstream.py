@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from peers import (  # noqa: E402
+from peers import (
     BODY,
     Managed,
     find_nginx,
@@ -41,7 +41,7 @@ RESPONSE_CLOSE = RESPONSE.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n",
 
 
 class _Conn(asyncio.Protocol):
-    __slots__ = ("transport", "parser", "out", "close_after")
+    __slots__ = ("close_after", "out", "parser", "transport")
 
     def __init__(self) -> None:
         import httptools

@@ -9,12 +9,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness import (  # noqa: E402
+from harness import (
     CONFORMANCE_DIR,
     BackendPool,
     EchoServer,
     Gateway,
 )
+
 
 @pytest.fixture(scope="session")
 def conformance_available():

@@ -18,7 +18,13 @@ from urllib.parse import urlencode, urlsplit
 
 import httpx
 import pytest
-from harness import BackendPool, ConformanceConfig, Gateway, conformance_config, wait_until
+from harness import (
+    BackendPool,
+    ConformanceConfig,
+    Gateway,
+    conformance_config,
+    wait_until,
+)
 
 INFRA = "gateway-conformance-infra"
 WEB = "gateway-conformance-web-backend"

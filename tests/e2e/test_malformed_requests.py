@@ -13,7 +13,14 @@ import socket
 import time
 
 import pytest
-from harness import EchoServer, Gateway, free_port, parse_responses, raw_request, simple_config
+from harness import (
+    EchoServer,
+    Gateway,
+    free_port,
+    parse_responses,
+    raw_request,
+    simple_config,
+)
 
 MAX_BODY = 1024
 HEADER_TIMEOUT = 1.0

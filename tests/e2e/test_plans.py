@@ -18,7 +18,15 @@ import time
 
 import httpx
 import pytest
-from harness import EchoServer, Gateway, free_port, gateway_doc, prefix_rule, route_doc, service_docs
+from harness import (
+    EchoServer,
+    Gateway,
+    free_port,
+    gateway_doc,
+    prefix_rule,
+    route_doc,
+    service_docs,
+)
 from redis_server import RedisServer
 
 GROUP = "gateway.networking.k8s.io"

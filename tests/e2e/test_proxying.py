@@ -4,8 +4,8 @@ hop-by-hop headers, error statuses and the admin endpoints."""
 from __future__ import annotations
 
 import hashlib
-import re
 import json
+import re
 import socket
 import tempfile
 import time
@@ -15,7 +15,6 @@ from pathlib import Path
 import httpx
 import pytest
 from harness import (
-    wait_until,
     EchoServer,
     Gateway,
     free_port,
@@ -26,6 +25,7 @@ from harness import (
     raw_request,
     route_doc,
     service_docs,
+    wait_until,
 )
 
 BIG = 20 * 1024 * 1024

@@ -596,13 +596,12 @@ def test_fqdn_backend_serves_at_once_and_is_resolved_to_addresses(fresh) -> None
     # Retry connect failures: "localhost" may also name ::1, where the server is not.
     retry = {"retry": {"numRetries": 2, "retryOn": {"triggers": ["connect-failure"]}}}
     docs = [gateway_doc(port), backend, route_doc("route", [rule]), policy_doc(retry)]
-    with served(docs, port) as gw:
-        with httpx.Client(base_url=gw.base) as client:
-            assert client.get("/first").status_code == 200
+    with served(docs, port) as gw, httpx.Client(base_url=gw.base) as client:
+        assert client.get("/first").status_code == 200
 
-            def addresses() -> list[str]:
-                return [e["address"] for e in policy_cluster(gw)["endpoints"]]
+        def addresses() -> list[str]:
+            return [e["address"] for e in policy_cluster(gw)["endpoints"]]
 
-            wait_until(lambda: f"localhost:{server.port}" not in addresses(), timeout=5)
-            assert f"127.0.0.1:{server.port}" in addresses()
-            assert all(client.get(f"/{i}").status_code == 200 for i in range(20))
+        wait_until(lambda: f"localhost:{server.port}" not in addresses(), timeout=5)
+        assert f"127.0.0.1:{server.port}" in addresses()
+        assert all(client.get(f"/{i}").status_code == 200 for i in range(20))

@@ -18,7 +18,14 @@ from collections import Counter
 import httpx
 import pytest
 import yaml
-from harness import REPO_ROOT, EchoServer, Gateway, free_port, start_echo_servers, wait_until
+from harness import (
+    REPO_ROOT,
+    EchoServer,
+    Gateway,
+    free_port,
+    start_echo_servers,
+    wait_until,
+)
 
 TRAFFIC = REPO_ROOT / "examples" / "traffic"
 WATCH = ["--watch-interval", "0.1"]

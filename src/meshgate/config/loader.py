@@ -20,7 +20,12 @@ import yaml
 from pydantic import ValidationError
 
 from meshgate.config.errors import ConfigError, errors_from_validation
-from meshgate.config.models import MODELS, NOT_SUPPORTED_YET, Resource, supported_versions
+from meshgate.config.models import (
+    MODELS,
+    NOT_SUPPORTED_YET,
+    Resource,
+    supported_versions,
+)
 
 _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 

@@ -45,10 +45,10 @@ class Filter:
     #: the name used in logs and config dumps
     name = "filter"
 
-    def on_request(self, ctx: RequestContext) -> LocalReply | None:  # noqa: ARG002
+    def on_request(self, ctx: RequestContext) -> LocalReply | None:
         return None
 
-    def on_response(self, ctx: RequestContext, head: ResponseHead) -> None:  # noqa: ARG002
+    def on_response(self, ctx: RequestContext, head: ResponseHead) -> None:
         return None
 
     #: the largest body a body hook of this filter buffers, in bytes
@@ -59,10 +59,10 @@ class Filter:
     #: give a 304 response to ``on_response_body`` too (with an empty body)
     body_on_not_modified = False
 
-    def on_request_body(self, ctx: RequestContext, body: bytes) -> LocalReply | bytes | None:  # noqa: ARG002
+    def on_request_body(self, ctx: RequestContext, body: bytes) -> LocalReply | bytes | None:
         return None
 
-    def on_response_body(self, ctx: RequestContext, head: ResponseHead, body: bytes) -> bytes | None:  # noqa: ARG002
+    def on_response_body(self, ctx: RequestContext, head: ResponseHead, body: bytes) -> bytes | None:
         return None
 
     def services(self) -> tuple:

@@ -69,13 +69,13 @@ class PlanEnforcement(Filter):
     __slots__ = ("book", "counters", "namespace", "plans")
     name = "Plans"
 
-    def __init__(self, book: PlanBook, counters) -> None:  # noqa: ANN001
+    def __init__(self, book: PlanBook, counters) -> None:
         self.book = book
         self.namespace = book.namespace
         self.plans = book.consumers  # Consumer name -> ConsumerPlan
         self.counters = counters  # plans.counters.MemoryCounters | RedisPlanCounters
 
-    def on_request(self, ctx: RequestContext):  # noqa: ANN201 - None | LocalReply | awaitable
+    def on_request(self, ctx: RequestContext):
         consumer = ctx.consumer
         if consumer is None:
             return None
@@ -112,7 +112,7 @@ class PlanEnforcement(Filter):
             return self._decide(ctx, cp, result, windows, limits, costs, ends, now)
         return self._wait(ctx, cp, result, windows, limits, costs, ends, now)
 
-    async def _wait(self, ctx, cp, future, windows, limits, costs, ends, now):  # noqa: ANN001, ANN202
+    async def _wait(self, ctx, cp, future, windows, limits, costs, ends, now):
         reply = await future
         if reply is None:
             return self._unavailable(ctx, windows, len(limits) > windows)

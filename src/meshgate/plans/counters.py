@@ -111,7 +111,7 @@ class RedisPlanCounters:
         self.redis = redis
 
     def take(
-        self, keys: list[str], limits: list[int], costs: list[int], ends: list[int], now: float  # noqa: ARG002
+        self, keys: list[str], limits: list[int], costs: list[int], ends: list[int], now: float
     ) -> asyncio.Future:
         """A future of (over, counts), or of ``None`` when Redis cannot answer."""
         args = []

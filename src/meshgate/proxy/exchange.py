@@ -73,43 +73,43 @@ def after_delay(current: str, flag: str) -> str:
 
 class Exchange(CoroutinePath):
     __slots__ = (
-        "engine",
-        "proto",
-        "ctx",
-        "snapshot",
-        "req_chunked",
-        "req_length",
-        "req_keep_alive",
-        "expect_continue",
+        "attempt_span",
         "body_buf",
         "body_buf_len",
         "body_done",
         "body_received",
-        "replay",
+        "buffer_limit",
+        "bytes_sent",
+        "cluster",
         "conn",
-        "waiting",
-        "waiter",
-        "resp_status",
+        "ctx",
+        "downstream_keep_alive",
+        "engine",
+        "expect_continue",
+        "finished",
+        "head_sent",
+        "host",
+        "out",
+        "pending_body",
+        "proto",
+        "replay",
+        "req_chunked",
+        "req_keep_alive",
+        "req_length",
+        "resp_chunked",
         "resp_head",
         "resp_keep_alive",
-        "upstream_complete",
-        "pending_body",
-        "streaming",
-        "out",
-        "resp_chunked",
+        "resp_status",
         "resp_until_close",
-        "downstream_keep_alive",
-        "head_sent",
+        "snapshot",
         "status",
-        "bytes_sent",
+        "streaming",
         "task",
-        "finished",
-        "upstream_attempts",
         "upstream",
-        "attempt_span",
-        "cluster",
-        "host",
-        "buffer_limit",
+        "upstream_attempts",
+        "upstream_complete",
+        "waiter",
+        "waiting",
     )
 
     def __init__(
@@ -200,7 +200,7 @@ class Exchange(CoroutinePath):
             self._answer_error(error)
             self._finish(error)
 
-    def trace_failed_connect(self, pool, error: ProxyError) -> None:  # noqa: ANN001
+    def trace_failed_connect(self, pool, error: ProxyError) -> None:
         """A try that never got a connection still shows in the trace, with its flag."""
         trace = self.ctx.trace
         if trace is not None:
@@ -226,7 +226,7 @@ class Exchange(CoroutinePath):
         self._before_upstream()
         return None
 
-    def _pick_host(self, exclude):  # noqa: ANN001, ANN202
+    def _pick_host(self, exclude):
         """The host for the next try (not ``exclude`` when another is routable). The
         first pick counts the request against the cluster's circuit breaker."""
         cluster = self.cluster
@@ -245,7 +245,7 @@ class Exchange(CoroutinePath):
         if host is not None and host.detector is not None:
             host.detector.on_local_failure(host)
 
-    async def _connect_then_send(self, pool) -> None:  # noqa: ANN001
+    async def _connect_then_send(self, pool) -> None:
         try:
             conn = await pool.acquire()
         except ProxyError as exc:
@@ -376,7 +376,7 @@ class Exchange(CoroutinePath):
             self.proto.write(out[0] if len(out) == 1 else b"".join(out))
             out.clear()
 
-    def on_upstream_error(self, kind: str) -> None:  # noqa: ARG002
+    def on_upstream_error(self, kind: str) -> None:
         self._upstream_failed(UpstreamProtocolError())
 
     def on_upstream_lost(self) -> None:
@@ -484,9 +484,8 @@ class Exchange(CoroutinePath):
             raise NoRoute()
         ctx.match = match
         ctx.rule = match.rule
-        return None
 
-    def _pick_backend(self):  # noqa: ANN202
+    def _pick_backend(self):
         ctx = self.ctx
         rule = ctx.rule
         if rule.no_backends or rule.total_weight == 0:  # type: ignore[union-attr]
@@ -626,7 +625,7 @@ class Exchange(CoroutinePath):
         if flush:
             self.flush_response()
 
-    def _run_response_hooks(self, head) -> None:  # noqa: ANN001
+    def _run_response_hooks(self, head) -> None:
         ctx = self.ctx
         rule = ctx.rule
         if rule is not None:

@@ -43,7 +43,7 @@ def connection_options(value: str) -> set[str]:
     return {t.strip().lower() for t in value.split(",")} - _CONNECTION_OPTIONS - {""}
 
 
-def upstream_request_head(ctx: RequestContext, chunked: bool, length: int, span=None) -> bytes:  # noqa: ANN001
+def upstream_request_head(ctx: RequestContext, chunked: bool, length: int, span=None) -> bytes:
     """Request line and fields for the upstream: hop-by-hop fields dropped, Host as
     rewritten, X-Forwarded-For/-Proto/-Host and X-Request-Id set, framing of our own;
     with tracing on (``span``), W3C traceparent/tracestate of the attempt's span."""

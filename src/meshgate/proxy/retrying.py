@@ -19,8 +19,8 @@ from meshgate.proxy.errors import (
     DownstreamDisconnected,
     PayloadTooLarge,
     ProxyError,
-    ResponseBodyTooLarge,
     RequestTimeout,
+    ResponseBodyTooLarge,
     UpstreamTimeout,
 )
 
@@ -246,7 +246,7 @@ class CoroutinePath:
         self.upstream_complete = False
         self.pending_body = []
 
-    async def _attempt(self, host, retry, retries_left: int) -> int | None:  # noqa: ANN001
+    async def _attempt(self, host, retry, retries_left: int) -> int | None:
         """One try upstream. Returns a status to retry on (a retry slot is then taken),
         or None when the response is on its way downstream."""
         pool = host.pool
@@ -292,7 +292,7 @@ def _has_body(method: str, status: int) -> bool:
     return method != "HEAD" and status >= 200 and status != 204
 
 
-def overflow_passes(rule) -> bool:  # noqa: ANN001
+def overflow_passes(rule) -> bool:
     """Do all the rule's response body hooks let a body over their limit go past them
     (``body_overflow = "pass"``) rather than fail the request with 502?"""
     return all(
@@ -310,7 +310,7 @@ def _covers(retry: RetryPolicy, retry_on: str) -> bool:
     return False
 
 
-def backoff_delay(retry: RetryPolicy, n: int, rand) -> float:  # noqa: ANN001
+def backoff_delay(retry: RetryPolicy, n: int, rand) -> float:
     """Seconds to wait before retry ``n`` (1-based): Envoy's fully jittered exponential
     back-off, uniform in [0, min((2**n - 1) * base, max)); ``rand()`` in [0, 1)."""
     base = retry.backoff

@@ -49,7 +49,7 @@ class BucketTable:
         elapsed = now - bucket.updated
         if elapsed > 0:
             tokens = bucket.tokens + elapsed * self.rate
-            bucket.tokens = tokens if tokens < self.capacity else self.capacity
+            bucket.tokens = min(self.capacity, tokens)
             bucket.updated = now
         return bucket
 

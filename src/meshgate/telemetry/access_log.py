@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING
 
 import orjson
@@ -144,7 +144,7 @@ def _text_line(r: dict) -> str:
 
     start = r.get("start_time")
     when = (
-        datetime.fromtimestamp(start, timezone.utc).isoformat(timespec="milliseconds")
+        datetime.fromtimestamp(start, UTC).isoformat(timespec="milliseconds")
         if isinstance(start, (int, float))
         else "-"
     )

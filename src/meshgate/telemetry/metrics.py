@@ -94,7 +94,7 @@ COUNTERS = {
 }
 
 
-def counts_collector(source: dict, metric: str):  # noqa: ANN201
+def counts_collector(source: dict, metric: str):
     """A Metrics collector for counts another module keeps as plain ints in ``source``
     (labels tuple, or one label value -> count): adds what grew since the last scrape."""
     synced: dict = {}

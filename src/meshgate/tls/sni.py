@@ -129,9 +129,9 @@ class TLSInfo:
     """The TLS facts of one client connection (``RequestContext.tls``): shared by its
     requests, read by filters and logs."""
 
-    __slots__ = ("sni", "gateway", "listener", "version", "cipher", "alpn", "peer_subject", "peer_sans")
+    __slots__ = ("alpn", "cipher", "gateway", "listener", "peer_sans", "peer_subject", "sni", "version")
 
-    def __init__(self, sni, gateway, listener, version, cipher, alpn, peer_subject, peer_sans) -> None:  # noqa: ANN001
+    def __init__(self, sni, gateway, listener, version, cipher, alpn, peer_subject, peer_sans) -> None:
         self.sni: str | None = sni  # server name the client sent, None without SNI
         self.gateway: str = gateway  # the listener SNI selected ("ns/name" and name)
         self.listener: str = listener

@@ -35,7 +35,7 @@ log = logging.getLogger("meshgate.upstream")
 
 
 class ClusterRuntime:
-    def __init__(self, cluster: Cluster, limits: Limits, clock=time.monotonic) -> None:  # noqa: ANN001
+    def __init__(self, cluster: Cluster, limits: Limits, clock=time.monotonic) -> None:
         self.cluster = cluster
         self.name = cluster.name
         self.policy = policy = cluster.policy
@@ -223,7 +223,7 @@ class ClusterRuntime:
 
     # -- views -----------------------------------------------------------------------
 
-    def counter_values(self):  # noqa: ANN201
+    def counter_values(self):
         """(metric, labels) -> cumulative value, for the Prometheus counters."""
         name = self.name
         for limit, n in self.overflows.items():

@@ -25,18 +25,18 @@ GONE = 3
 
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
-        "pool",
-        "in_pool",
-        "transport",
-        "parser",
-        "owner",
-        "closed",
-        "idle_since",
         "_acc",
         "_head_request",
         "_write_paused",
-        "requests",
+        "closed",
         "created",
+        "idle_since",
+        "in_pool",
+        "owner",
+        "parser",
+        "pool",
+        "requests",
+        "transport",
     )
 
     def __init__(self, pool: ConnectionPool) -> None:
@@ -145,7 +145,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- used by the exchange ----------------------------------------------------
 
-    def send(self, owner, data: bytes, head_request: bool) -> None:  # noqa: ANN001
+    def send(self, owner, data: bytes, head_request: bool) -> None:
         self.owner = owner
         self._acc = b""
         self._head_request = head_request

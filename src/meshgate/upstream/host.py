@@ -17,25 +17,25 @@ if TYPE_CHECKING:
 
 class Host:
     __slots__ = (
-        "endpoint",
-        "address",
-        "pool",
-        "detector",
-        "weight",
         "added_at",
-        "hc_failed",
-        "hc_successes",
-        "hc_failures",
-        "hc_checked",
+        "address",
+        "consecutive_5xx",
+        "consecutive_gateway",
+        "consecutive_local",
+        "detector",
         "ejected",
         "ejected_at",
         "ejected_until",
         "ejections",
-        "consecutive_5xx",
-        "consecutive_gateway",
-        "consecutive_local",
-        "rq_total",
+        "endpoint",
+        "hc_checked",
+        "hc_failed",
+        "hc_failures",
+        "hc_successes",
+        "pool",
         "rq_errors",
+        "rq_total",
+        "weight",
     )
 
     def __init__(self, endpoint: Endpoint, pool: ConnectionPool, now: float, weight: int = 1) -> None:

@@ -83,7 +83,7 @@ class ConnectionPool:
         cluster.rq_pending += 1
         try:
             conn = await asyncio.wait_for(waiter, cluster.connect_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             cluster.overflows["connections"] += 1
             raise UpstreamOverflow("no upstream connection became free in time") from None
         except asyncio.CancelledError:
@@ -116,7 +116,7 @@ class ConnectionPool:
                 self._loop.create_connection(lambda: UpstreamConnection(self), ep.host, ep.port),
                 cluster.connect_timeout,
             )
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             self.connect_failures += 1
             cluster.connections -= 1
             cluster.wake_one(self)

@@ -21,7 +21,7 @@ class UpstreamRegistry:
         self.limits = Limits()
         self.metrics = None  # telemetry Metrics: counters are synced into it
 
-    def sync_counters(self, metrics) -> None:  # noqa: ANN001
+    def sync_counters(self, metrics) -> None:
         """Add what the clusters counted since the last sync to ``metrics`` (a
         Metrics collector: runs at scrape time, never per request)."""
         for rt in self.clusters.values():
@@ -72,7 +72,7 @@ class UpstreamRegistry:
         return {name: rt.describe() for name, rt in self.clusters.items()}
 
 
-def _sync(rt: ClusterRuntime, metrics) -> None:  # noqa: ANN001
+def _sync(rt: ClusterRuntime, metrics) -> None:
     synced = rt.synced
     for key, value in rt.counter_values():
         delta = value - synced.get(key, 0)

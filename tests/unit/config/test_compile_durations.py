@@ -2,7 +2,11 @@ from __future__ import annotations
 
 import pytest
 
-from meshgate.config.compile.durations import DurationError, parse_duration, parse_timeout
+from meshgate.config.compile.durations import (
+    DurationError,
+    parse_duration,
+    parse_timeout,
+)
 
 
 @pytest.mark.parametrize(

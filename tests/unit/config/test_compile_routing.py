@@ -3,7 +3,7 @@ listener selection, asserted through the compiled tables the engine walks."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -134,7 +134,7 @@ def test_method_then_header_count_then_query_count():
 
 
 def test_ties_across_routes_go_to_the_oldest_then_to_the_alphabetically_first():
-    now = datetime(2024, 5, 1, tzinfo=timezone.utc)
+    now = datetime(2024, 5, 1, tzinfo=UTC)
 
     def stamped(name, service, when):
         meta = f"  creationTimestamp: '{when.isoformat()}'" if when else ""

@@ -7,7 +7,6 @@ field paths, where the stage sits in the filter chain, and Redis outages."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 
 import pytest

@@ -39,12 +39,12 @@ class Upper(Filter):
     name = "upper"
     body_limit = 1024
 
-    def on_request_body(self, ctx, body):  # noqa: ANN001, ANN201
+    def on_request_body(self, ctx, body):
         if body == b"deny":
             return LocalReply(422, [("content-type", "text/plain")], b"no\n")
         return body.upper()
 
-    async def on_response_body(self, ctx, head, body):  # noqa: ANN001, ANN201
+    async def on_response_body(self, ctx, head, body):
         head.headers.set("x-body-hooked", str(len(body)))
         return body[::-1]
 
@@ -112,12 +112,12 @@ class SometimesWaits(Filter):
 
     name = "sometimes-waits"
 
-    def on_request(self, ctx):  # noqa: ANN001, ANN201
+    def on_request(self, ctx):
         if ctx.path in ("/wait", "/teapot"):
             return self._later(ctx)
         return None
 
-    async def _later(self, ctx):  # noqa: ANN001, ANN202
+    async def _later(self, ctx):
         await asyncio.sleep(0)
         if ctx.path == "/teapot":
             return LocalReply(418, [], b"waited\n")
@@ -127,7 +127,7 @@ class SometimesWaits(Filter):
 class Marks(Filter):
     name = "marks"
 
-    def on_request(self, ctx):  # noqa: ANN001, ANN201
+    def on_request(self, ctx):
         ctx.headers.set("x-marked", "yes")
 
 

@@ -40,7 +40,7 @@ def test_overflow_no_healthy_host_and_bad_responses_are_never_retried():
 
 
 def test_backoff_is_fully_jittered_exponential_and_capped():
-    top = lambda: 0.999999  # noqa: E731 - the upper end of the jitter
+    top = lambda: 0.999999
     p = policy(backoff=0.1, max_backoff=0.5)
     # [0, (2^n - 1) * base): 0.1, 0.3, 0.7 -> capped at 0.5
     assert [round(backoff_delay(p, n, top), 3) for n in (1, 2, 3, 4)] == [0.1, 0.3, 0.5, 0.5]

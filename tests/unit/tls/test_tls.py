@@ -9,7 +9,12 @@ import pytest
 
 from meshgate.config.snapshot import Limits
 from meshgate.http.server import client_address
-from meshgate.tls.contexts import CertificateError, ServerTLSSettings, inspect_certificate, server_context
+from meshgate.tls.contexts import (
+    CertificateError,
+    ServerTLSSettings,
+    inspect_certificate,
+    server_context,
+)
 from meshgate.tls.sni import ListenerTLS, PortTLS, TLSFront, accept, name_matches
 
 from .certs import CA_PEM, issue
@@ -18,7 +23,7 @@ A = issue("a.test", ("a.test", "*.a.test"))
 B = issue("b.test", ("b.test",))
 
 
-def listener(name, hostname, client_cert="none", low=ssl.TLSVersion.TLSv1_2, high=ssl.TLSVersion.TLSv1_3, pairs=(A,)):  # noqa: ANN001
+def listener(name, hostname, client_cert="none", low=ssl.TLSVersion.TLSv1_2, high=ssl.TLSVersion.TLSv1_3, pairs=(A,)):
     settings = ServerTLSSettings()
     contexts = tuple((inspect_certificate(*p).names, server_context([p], settings)) for p in pairs)
     return ListenerTLS("default/gw", name, hostname, contexts, low, high, client_cert, Limits())
@@ -109,7 +114,7 @@ def test_front_context_takes_the_widest_range_and_asks_for_certificates_per_port
 
 
 class FakeSSLObject:
-    def __init__(self, choice, version="TLSv1.3", peer=None, sni="a.test"):  # noqa: ANN001
+    def __init__(self, choice, version="TLSv1.3", peer=None, sni="a.test"):
         self.meshgate_listener = choice
         self.meshgate_sni = sni
         self._version = version

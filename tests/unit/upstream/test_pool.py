@@ -15,7 +15,11 @@ import pytest
 
 from meshgate.config.snapshot import Cluster, Endpoint, Limits
 from meshgate.config.traffic import CircuitBreaking, ClusterPolicy, LoadBalancing
-from meshgate.proxy.errors import NoHealthyUpstream, UpstreamConnectError, UpstreamOverflow
+from meshgate.proxy.errors import (
+    NoHealthyUpstream,
+    UpstreamConnectError,
+    UpstreamOverflow,
+)
 from meshgate.upstream.cluster import ClusterRuntime
 from meshgate.upstream.pool import ConnectionPool
 from meshgate.upstream.registry import UpstreamRegistry

@@ -190,7 +190,6 @@ def policy_stages(
     rule's filters first; and the meshgate.dev kinds that validate, cache and transform,
     which go after rate limits."""
     from meshgate.filters.security.consumers import ConsumerIndex
-
     from meshgate.plans.book import PlanIndex
 
     consumers = ConsumerIndex(inputs, errors)

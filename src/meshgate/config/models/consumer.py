@@ -19,7 +19,13 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from meshgate.config.models.meta import DNS_SUBDOMAIN_RE, FieldError, HeaderName, ResourceBase, Strict
+from meshgate.config.models.meta import (
+    DNS_SUBDOMAIN_RE,
+    FieldError,
+    HeaderName,
+    ResourceBase,
+    Strict,
+)
 
 # Kubernetes Secret data keys (what an apiKeyAuth client id is).
 CLIENT_ID_RE = re.compile(r"^[-._a-zA-Z0-9]+$")

@@ -61,7 +61,6 @@ class BackendEndpoint(Strict):
     def _no_unix(cls, value: dict[str, Any] | None) -> None:
         if value is not None:
             raise ValueError("unix socket endpoints are not supported by meshgate yet; use ip or fqdn")
-        return None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> BackendEndpoint:

@@ -431,7 +431,6 @@ class HTTPRouteRule(Strict):
     def _no_session_persistence(cls, value: dict[str, Any] | None) -> None:
         if value is not None:
             raise ValueError("sessionPersistence is not supported by meshgate yet; remove it")
-        return None
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> HTTPRouteRule:

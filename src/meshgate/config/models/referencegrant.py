@@ -7,7 +7,14 @@ from typing import Literal
 
 from pydantic import Field
 
-from meshgate.config.models.meta import Group, Kind, Namespace, ObjectName, ResourceBase, Strict
+from meshgate.config.models.meta import (
+    Group,
+    Kind,
+    Namespace,
+    ObjectName,
+    ResourceBase,
+    Strict,
+)
 
 
 class ReferenceGrantFrom(Strict):

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from meshgate.config.models.meta import (
-    FieldError,
     GATEWAY_GROUP,
+    FieldError,
     Group,
     Kind,
     Namespace,

@@ -5,7 +5,10 @@ and then called per request, so everything that can be is worked out in ``__init
 """
 
 from meshgate.filters.gateway_api.cors import CORS
-from meshgate.filters.gateway_api.headers import RequestHeaderModifier, ResponseHeaderModifier
+from meshgate.filters.gateway_api.headers import (
+    RequestHeaderModifier,
+    ResponseHeaderModifier,
+)
 from meshgate.filters.gateway_api.mirror import RequestMirror
 from meshgate.filters.gateway_api.paths import RequestRedirect, URLRewrite
 

@@ -103,18 +103,18 @@ def _join(values: list[str]) -> str | None:
 
 class CORS(Filter):
     __slots__ = (
-        "_config",
         "_any_origin",
-        "_exact",
-        "_wildcard",
+        "_config",
         "_credentials",
-        "_methods",
-        "_methods_wild",
+        "_exact",
+        "_expose",
+        "_forward_disallowed",
         "_headers",
         "_headers_wild",
-        "_expose",
+        "_methods",
+        "_methods_wild",
         "_preflight_tail",
-        "_forward_disallowed",
+        "_wildcard",
     )
     name = "CORS"
 

@@ -25,11 +25,11 @@ _NEVER_JOINED = frozenset({"set-cookie"})
 
 
 class _HeaderModifier(Filter):
-    __slots__ = ("_set", "_add", "_remove", "_config")
+    __slots__ = ("_add", "_config", "_remove", "_set")
 
     def __init__(
         self,
-        set: list[tuple[str, str]],  # noqa: A002 - the spec's field name
+        set: list[tuple[str, str]],
         add: list[tuple[str, str]],
         remove: list[str],
     ) -> None:
@@ -74,5 +74,5 @@ class ResponseHeaderModifier(_HeaderModifier):
     __slots__ = ()
     name = "ResponseHeaderModifier"
 
-    def on_response(self, ctx: RequestContext, head: ResponseHead) -> None:  # noqa: ARG002
+    def on_response(self, ctx: RequestContext, head: ResponseHead) -> None:
         self._apply(head.headers)

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 
 class RequestMirror(Filter):
-    __slots__ = ("_cluster", "_percent", "_threshold", "_mirror")
+    __slots__ = ("_cluster", "_mirror", "_percent", "_threshold")
     name = "RequestMirror"
 
     def __init__(self, cluster: str | None, percent: float) -> None:
@@ -33,7 +33,7 @@ class RequestMirror(Filter):
         if mirror is None:
             # The backendRef did not resolve: the spec sends nothing.
             return
-        if self._threshold < 1.0 and random.random() >= self._threshold:  # noqa: S311
+        if self._threshold < 1.0 and random.random() >= self._threshold:
             return
         if ctx.mirrors is None:
             ctx.mirrors = [mirror]

@@ -62,7 +62,7 @@ def _strip_slash(value: str) -> str:
 class _PathModifier:
     """A compiled HTTPPathModifier (or none): computes the new path for a request."""
 
-    __slots__ = ("kind", "value", "_stripped")
+    __slots__ = ("_stripped", "kind", "value")
 
     def __init__(self, kind: str | None, value: str | None) -> None:
         if kind is not None and kind not in (REPLACE_FULL_PATH, REPLACE_PREFIX_MATCH):
@@ -138,7 +138,7 @@ class RequestRedirect(Filter):
     the well-known port of the redirect's scheme (HTTPRequestRedirectFilter.Port).
     """
 
-    __slots__ = ("_scheme", "_hostname", "_port", "_path", "_status", "_fixed_origin")
+    __slots__ = ("_fixed_origin", "_hostname", "_path", "_port", "_scheme", "_status")
     name = "RequestRedirect"
 
     def __init__(

@@ -65,8 +65,16 @@ class CompiledRule:
     """One rule, ready to match: each check is None when the rule does not have it."""
 
     __slots__ = (
-        "name", "allow", "methods", "cidrs", "headers", "claims", "scopes", "consumers",
-        "provider", "_described",
+        "_described",
+        "allow",
+        "cidrs",
+        "claims",
+        "consumers",
+        "headers",
+        "methods",
+        "name",
+        "provider",
+        "scopes",
     )
 
     def __init__(self, rule: AuthorizationRule, name: str, check_provider: bool = False) -> None:
@@ -159,7 +167,7 @@ class CompiledRule:
 
 
 class Authorization(Filter):
-    __slots__ = ("rules", "default_allow")
+    __slots__ = ("default_allow", "rules")
     name = "authorization"
 
     def __init__(self, rules: tuple[CompiledRule, ...], default_allow: bool) -> None:

@@ -5,8 +5,8 @@ consumer (meshgate extension), and the model's refusals."""
 from __future__ import annotations
 
 import pytest
-from ratelimit_helpers import policy, request
 from pydantic import ValidationError
+from ratelimit_helpers import policy, request
 
 from meshgate.config.models.traffic_policy import RateLimitSpec
 
