@@ -33,6 +33,7 @@ import math
 import random
 import secrets
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from hashlib import blake2b
 from typing import TYPE_CHECKING
@@ -65,7 +66,7 @@ MAX_RR_CYCLE_WORK = 1 << 18
 KEY_MEMO = 4096
 
 
-class Balancer:
+class Balancer(ABC):
     """Chooses a host per request; ``update`` precomputes, ``pick`` is the hot path."""
 
     __slots__ = ("hosts",)
@@ -76,8 +77,9 @@ class Balancer:
     def update(self, hosts: Sequence[Host]) -> None:
         self.hosts = tuple(hosts)
 
+    @abstractmethod
     def pick(self, ctx: RequestContext | None, exclude: Host | None = None) -> Host:
-        raise NotImplementedError
+        """The host for this request; another than ``exclude`` when one exists."""
 
 
 def make_balancer(lb: LoadBalancing, clock: Callable[[], float] = time.monotonic) -> Balancer:

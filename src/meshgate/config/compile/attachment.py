@@ -12,6 +12,7 @@ policy's status per target (like ``status.ancestors``) goes to /config_dump.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +45,7 @@ class _Holder:
     overrides: set[str] = field(default_factory=set)  # routes where a more specific one won
 
 
-class PolicyIndex:
+class PolicyIndex(ABC):
     """Every policy of one kind in a compile, attached to its targets.
 
     ``for_rule`` answers which policy applies to a rule served on a listener; ``dump``
@@ -62,9 +63,9 @@ class PolicyIndex:
         for res in policies:
             self._attach(res, inputs)
 
+    @abstractmethod
     def compile(self, key: str, res: LoadedResource) -> Any:
         """The compiled policy (anything with a ``key``); raise to reject the config."""
-        raise NotImplementedError
 
     def _attach(self, res: LoadedResource, inputs: Inputs) -> None:
         key = f"{res.namespace}/{res.name}"

@@ -5,17 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from meshgate.config.loader import load_paths
-from meshgate.config.models import MODELS
 
 EXAMPLE = Path(__file__).resolve().parents[4] / "examples" / "cache"
-
-pytestmark = pytest.mark.skipif(
-    ("meshgate.dev", "CachePolicy") not in MODELS, reason="CachePolicy is not registered yet"
-)
-
 
 def test_the_example_loads_and_compiles():
     from meshgate.config.compile import compile_snapshot
