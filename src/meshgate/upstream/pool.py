@@ -57,8 +57,7 @@ class ConnectionPool:
                     conn.in_pool = GONE
                     continue
                 if conn.idle_since < deadline:
-                    conn.in_pool = GONE
-                    conn.close()
+                    conn.close()  # discard() frees its connection slot
                     continue
                 conn.in_pool = ACTIVE
                 self.active += 1

@@ -155,6 +155,23 @@ async def test_an_expired_idle_connection_is_closed_not_reused(upstream):
     assert state(pool) == "[Requests: 1 active, 0 queued | Connections: 1 active, 0 idle]>"
 
 
+async def test_an_expired_idle_connection_gives_its_slot_back(upstream):
+    # max_connections=1: if the expired connection kept its slot, the next acquire
+    # would wait for a release that never comes and overflow.
+    pool = pool_for(
+        upstream.endpoint,
+        Limits(upstream_idle_timeout=0.05, upstream_connect_timeout=0.5),
+        max_connections=1,
+    )
+    old = await pool.acquire()
+    old.release(reusable=True)
+    await asyncio.sleep(0.1)
+    new = await pool.acquire()
+    assert new is not old and pool.cluster.connections == 1
+    new.release(reusable=False)
+    assert pool.cluster.connections == 0
+
+
 async def test_close_idle_keeps_recent_connections(upstream):
     pool = pool_for(upstream.endpoint)
     a = await pool.acquire()
