@@ -190,6 +190,12 @@ class CoroutinePath:
         while True:
             retrying = retries_done > 0
             try:
+                if retrying:
+                    # Back off inside the try: a request that ends here (its timeout,
+                    # the client gone) still gives its retry slot back.
+                    delay = backoff_delay(retry, retries_done, random.random)  # type: ignore[arg-type]
+                    if delay:
+                        await asyncio.sleep(delay)
                 # A retry goes to another host when there is one (Envoy's previous_hosts).
                 host = self._pick_host(host)
                 if per_try is not None:
@@ -219,9 +225,6 @@ class CoroutinePath:
             retries_left -= 1
             retries_done += 1
             self._reset_attempt()
-            delay = backoff_delay(retry, retries_done, random.random)  # type: ignore[arg-type]
-            if delay:
-                await asyncio.sleep(delay)
 
     def _can_replay(self) -> bool:
         if self.head_sent:

@@ -3,8 +3,15 @@ retry limits (parallel retries, budget) — under a fake clock, zero jitter."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import httpx
+from inprocess import Upstream, compile_with, free_port
+
 from meshgate.config.snapshot import Cluster, Endpoint, Limits, RetryPolicy
 from meshgate.config.traffic import CircuitBreaking, ClusterPolicy, RetryBudget
+from meshgate.proxy import retrying
+from meshgate.proxy.engine import Engine
 from meshgate.proxy.errors import (
     NoHealthyUpstream,
     UpstreamConnectError,
@@ -81,3 +88,28 @@ async def test_the_retry_budget_limits_retries_to_a_share_of_requests():
     # 20% of 100 requests, plus the floor of 0.1/s over the 10 s window (1 retry).
     assert allowed == 21
     assert cluster.budget_denied == 1
+
+
+async def test_a_request_that_ends_during_the_back_off_gives_its_retry_slot_back(monkeypatch):
+    # The upstream answers 503; the retry waits out its back-off (jitter pinned) and the
+    # request's own timeout ends it there. Its retry slot must come back, or the
+    # cluster's max_parallel_retries is used up by requests long gone.
+    monkeypatch.setattr(retrying.random, "random", lambda: 0.5)
+    upstream = await Upstream(lambda request: (503, [], b"busy")).start()
+    port = free_port()
+    snapshot, rule = compile_with((), port, upstream.port)
+    (match,) = snapshot.ports[port].default_listener.any_host.matches
+    retry = RetryPolicy(attempts=1, codes=frozenset({503}), backoff=10.0)
+    object.__setattr__(match, "rule", replace(rule, retry=retry, timeout_request=0.3))
+    engine = Engine(bind="127.0.0.1")
+    await engine.apply(snapshot)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            r = await client.get("/")
+        assert r.status_code == 504
+        (cluster,) = engine.upstreams.clusters.values()
+        assert cluster.retries_active == 0
+        assert cluster.rq_active == 0
+    finally:
+        await engine.drain(0.1)
+        upstream.close()
