@@ -296,7 +296,8 @@ def _extract(ctx: RequestContext, loc: tuple) -> list[str]:
                 out.append(value)
     elif kind == "param":
         query = ctx.query
-        if query and name in query:
+        # An escaped name ("access%5Ftoken") is the same parameter to the upstream.
+        if query and (name in query or "%" in query):
             out += [v for k, v in parse_qsl(query, keep_blank_values=False) if k == name]
     else:  # cookie
         for line in ctx.headers.get_all("cookie"):

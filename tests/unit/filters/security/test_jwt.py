@@ -461,6 +461,16 @@ async def test_a_good_token_beside_a_bad_one_is_refused(keys, all_keys):
     refused(await run(f, two), tokbody("bad_signature"))
 
 
+@pytest.mark.parametrize("name", ["access%5Ftoken", "access%5ftoken", "%61ccess_token"])
+async def test_a_bad_token_under_a_percent_encoded_param_name_is_still_seen(keys, all_keys, name):
+    """The upstream decodes the parameter name as the gateway's parse does: a forged
+    token hidden behind an escaped name must not ride beside a good header token."""
+    f = jwt_filter(all_keys)
+    good = mint(keys.rsa, "RS256")
+    bad = mint(keys.attacker, "RS256")
+    refused(await run(f, request(good, query=f"{name}={bad}")), tokbody("bad_signature"))
+
+
 async def test_optional_lets_a_request_without_token_through_but_not_a_bad_token(keys):
     spec = json.loads(local([keys.jwk("rsa", "k1")], claimToHeaders=[{"header": "x-sub", "claim": "sub"}]))
     spec["optional"] = True
