@@ -34,6 +34,7 @@ import base64
 import hashlib
 import ipaddress
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -261,12 +262,19 @@ def _claim(claims: dict, path: str) -> Any:
     return value
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
 def _header_value(value: Any) -> str | None:
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (str, int, float)):
-        return str(value)
-    return None  # arrays and objects are not copied (as Envoy Gateway's claimToHeaders)
+    if not isinstance(value, (str, int, float)):
+        return None  # arrays and objects are not copied (as Envoy Gateway's claimToHeaders)
+    text = str(value)
+    if _CONTROL.search(text):
+        return None  # a claim may hold user input: CR/LF must never split the upstream head
+    # Headers are latin-1 str holding the wire bytes: send UTF-8 as UTF-8 (as jwt does).
+    return text if text.isascii() else text.encode("utf-8").decode("latin-1")
 
 
 class Introspection(Filter):

@@ -141,6 +141,21 @@ async def test_active_token_sets_claims_consumer_and_claim_headers(server) -> No
     assert "x-tags" not in ctx.headers  # arrays are not copied; the client's value is gone
 
 
+async def test_claim_headers_never_carry_a_line_break_or_unencodable_text(server) -> None:
+    """An answer's claim may hold what a user typed (a name): CR/LF must not split the
+    upstream head, and non-Latin-1 text is sent as UTF-8 bytes, as for JWT claims."""
+    server.tokens["crlf"] = {"sub": "alice\r\nx-consumer: admin", "exp": NOW + 3600}
+    server.tokens["utf8"] = {"sub": "j\u00fcrgen \u2603", "exp": NOW + 3600}
+    f = Introspection(introspector(server, Clock()), claim_to_headers=[("x-sub", "sub")])
+    ctx = request([("authorization", "Bearer crlf"), ("x-sub", "mallory")])
+    assert await f.on_request(ctx) is None
+    assert "x-sub" not in ctx.headers
+    assert b"x-consumer" not in ctx.headers.encode()
+    ctx = bearer("utf8")
+    assert await f.on_request(ctx) is None
+    assert ctx.headers.encode().endswith(b"x-sub: " + "j\u00fcrgen \u2603".encode() + b"\r\n")
+
+
 async def test_no_consumer_when_the_claims_name_none(server) -> None:
     ctx = bearer("readonly")
     await Introspection(introspector(server, Clock()), consumers=Consumers(), namespace="shop").on_request(ctx)
