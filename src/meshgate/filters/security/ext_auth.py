@@ -10,8 +10,9 @@ The check request:
   appended, ``X-Forwarded-Proto`` the scheme it came in on. Nothing else.
 
 The answer:
-- 200: allowed. The headers named in ``http.headersToBackend`` that the answer carries
-  replace the client's on the request sent upstream (the last value when repeated).
+- 200: allowed. The headers named in ``http.headersToBackend`` are removed from the
+  client's request, then set from the answer when it carries them (the last value
+  when repeated): the upstream never sees a client's copy (Envoy keeps it).
 - 5xx, no answer within ``timeout`` (10s), or no connection: an error. ``failOpen``
   lets the request through; otherwise 403 with an empty body (Envoy's
   ``status_on_error``).
@@ -121,24 +122,30 @@ class ExtAuth(Filter):
         try:
             answer = await pool.request(ctx.method, target, fields, timeout=self._timeout)
         except HTTPClientError as exc:
-            return self._error(f"{exc}")
+            return self._error(ctx, f"{exc}")
         status = answer.status
         if status == 200:
             if self._to_backend:
+                headers = ctx.headers
                 for name in self._to_backend:
+                    # Only the service may say these: a client copy is never forwarded,
+                    # also when the answer leaves the header out.
+                    headers.remove(name)
                     values = [v for n, v in answer.headers if n == name]
                     if values:
-                        ctx.headers.set(name, values[-1])
+                        headers.set(name, values[-1])
             return None
         if status >= 500:
-            return self._error(f"{pool.host}:{pool.port} answered {status}")
+            return self._error(ctx, f"{pool.host}:{pool.port} answered {status}")
         return deny("ext_auth", "denied", status, answer.end_to_end_headers(), answer.body, flag=FLAG)
 
-    def _error(self, why: str) -> LocalReply | None:
+    def _error(self, ctx: RequestContext, why: str) -> LocalReply | None:
         if self._throttle.allow():
             answer = "let through (failOpen)" if self._fail_open else "refused with 403"
             log.warning("ext_auth: no decision from the authorization service (%s): requests %s", why, answer)
         if self._fail_open:
+            for name in self._to_backend:
+                ctx.headers.remove(name)  # let through without any header from the service
             return None
         return deny("ext_auth", "unavailable", 403, [], b"", flag=FLAG)
 

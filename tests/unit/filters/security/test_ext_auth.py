@@ -121,6 +121,19 @@ async def test_allow_copies_only_headers_to_backend_replacing_the_clients(servic
     assert ctx.headers.get("x-keep") == "1"
 
 
+async def test_a_header_to_backend_the_answer_leaves_out_is_not_the_clients(service) -> None:
+    """headersToBackend are the service's to set: a client copy never reaches the
+    upstream, whether the service's 200 omits the header or the service is down."""
+    ctx = request(headers=[("authorization", "Bearer allow"), ("x-never-sent", "forged"), ("X-Never-Sent", "2")])
+    f = ext_auth(service, headers_to_backend=["X-User", "x-never-sent"])
+    assert await f.on_request(ctx) is None
+    assert "x-never-sent" not in ctx.headers
+    assert ctx.headers.get_all("x-user") == ["alice"]
+    down = request(headers=[("authorization", "Bearer boom"), ("x-user", "admin")])
+    assert await ext_auth(service, headers_to_backend=["x-user"], fail_open=True).on_request(down) is None
+    assert "x-user" not in down.headers
+
+
 async def test_denial_passes_the_services_status_body_and_headers_to_the_client(service) -> None:
     before = AUTH_FAILURES.get(("ext_auth", "denied"), 0)
     reply = await ext_auth(service).on_request(request(headers=[("authorization", "Bearer deny")]))
