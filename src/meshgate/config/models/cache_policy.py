@@ -42,9 +42,10 @@ class CacheKey(Section):
         "response's own `Vary`).",
     )
     consumer: bool = Field(
-        default=False,
-        description="Include the authenticated consumer (set by a SecurityPolicy), so "
-        "each consumer has its own entries.",
+        default=True,
+        description="Include who authenticated (set by a SecurityPolicy or "
+        "IntrospectionPolicy): the consumer, else the verified token's issuer and subject, "
+        "so each caller has its own entries. `false`: authenticated callers share entries.",
     )
 
     @model_validator(mode="after")

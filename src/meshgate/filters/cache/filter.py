@@ -61,7 +61,7 @@ class KeySpec:
 
     __slots__ = ("consumer", "headers", "host", "params", "query")
 
-    def __init__(self, host: bool = True, query: str = "All", params=(), headers=(), consumer: bool = False) -> None:
+    def __init__(self, host: bool = True, query: str = "All", params=(), headers=(), consumer: bool = True) -> None:
         self.host = host
         self.query = query  # "All" | "Ignore" | "Only"
         self.params = frozenset(params)
@@ -78,8 +78,26 @@ class KeySpec:
         if self.headers:
             key += "|" + "|".join(vary_value(ctx.headers, h) for h in self.headers)
         if self.consumer:
-            key += "|@" + (ctx.consumer or "")
+            caller = _caller(ctx)
+            if caller is not None:
+                # NUL cannot occur in a path, query or header value: no request spells
+                # another caller's key.
+                key += caller
         return key
+
+
+def _caller(ctx: RequestContext) -> str | None:
+    """Who authenticated, as a key suffix: the consumer, else the verified claims'
+    issuer and subject (client id when there is no subject); None when anonymous."""
+    if ctx.consumer:
+        return "\x00c" + ctx.consumer
+    claims = ctx.claims
+    if claims is None:
+        return None
+    subject = claims.get("sub")
+    if subject is None:
+        subject = claims.get("client_id", claims.get("azp"))
+    return f"\x00j{claims.get('iss')}\x00{subject}"
 
 
 class _State:

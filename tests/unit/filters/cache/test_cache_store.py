@@ -70,6 +70,35 @@ def test_the_cache_key_takes_what_the_policy_chooses():
     assert ctx_key(KeySpec(host=False), "/x").startswith("|/x")
 
 
+def test_by_default_each_authenticated_caller_has_its_own_entries():
+    """A CachePolicy on an authenticated route never serves one caller's response to
+    another unless it says so (key.consumer: false)."""
+    from meshgate.config.models.cache_policy import CacheKey
+
+    assert CacheKey().consumer is True
+    default = KeySpec()
+    assert ctx_key(default, "/x", consumer="alice") != ctx_key(default, "/x", consumer="bob")
+    assert ctx_key(default, "/x", consumer="alice") != ctx_key(default, "/x")
+    # A verified token with no Consumer: its issuer and subject tell callers apart.
+    assert claims_key(default, {"iss": "i", "sub": "a"}) != claims_key(default, {"iss": "i", "sub": "b"})
+    assert claims_key(default, {"iss": "i", "client_id": "a"}) != claims_key(default, {"iss": "i", "client_id": "b"})
+    # Nothing a client can put in the query or a keyed header spells another caller.
+    assert ctx_key(default, "/x?a=1|@alice") != ctx_key(default, "/x?a=1", consumer="alice")
+    assert ctx_key(default, "/x?a=1%00@alice") != ctx_key(default, "/x?a=1", consumer="alice")
+    shared = KeySpec(consumer=False)
+    assert ctx_key(shared, "/x", consumer="alice") == ctx_key(shared, "/x", consumer="bob")
+    assert ctx_key(KeySpec(), "/x") == ctx_key(shared, "/x")  # anonymous keys unchanged
+
+
+def claims_key(keyspec: KeySpec, claims: dict) -> str:
+    from meshgate.http.headers import Headers
+    from meshgate.proxy.context import RequestContext
+
+    ctx = RequestContext("GET", "/x", "/x", "", Headers(), "h.example", "h.example", "http", "1.1", "", 0, 80, "", 0.0)
+    ctx.claims = claims
+    return keyspec.of(ctx)
+
+
 async def test_consumers_get_their_own_entries(origin, clock):
     origin.answer = lambda h: (200, [("cache-control", "max-age=60")], b"data")
     d = make_driver(origin, clock, keyspec=KeySpec(consumer=True))
