@@ -300,7 +300,8 @@ class Exchange(CoroutinePath):
         conn = self.conn
         if conn is not None and self.req_chunked:
             conn.write(b"0\r\n\r\n")
-        if self.ctx.mirrors and not self.finished and self.ctx.backend is not None:
+        ctx = self.ctx
+        if ctx.mirrors and not self.finished and ctx.backend is not None and not ctx.rule.request_body_hooks:  # type: ignore[union-attr]
             self.engine.send_mirrors(self)
 
     def on_downstream_lost(self) -> None:
@@ -517,8 +518,8 @@ class Exchange(CoroutinePath):
                 self.replay = list(self.body_buf)
         if self.expect_continue and not self.body_done:
             self.proto.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        if ctx.mirrors and self.body_done:
-            self.engine.send_mirrors(self)
+        if ctx.mirrors and self.body_done and not ctx.rule.request_body_hooks:  # type: ignore[union-attr]
+            self.engine.send_mirrors(self)  # (with body hooks: once they are done)
 
     def _send(self, conn: UpstreamConnection) -> None:
         """Write the request head and the body received so far to ``conn``, in one write."""

@@ -136,6 +136,8 @@ class CoroutinePath:
         self.req_chunked = False
         self.req_length = len(body)
         self.replay = [body] if body else []
+        if ctx.mirrors:
+            self.engine.send_mirrors(self)  # the body as the hooks left it
         return None
 
     async def _apply_response_body_hooks(self) -> None:

@@ -9,9 +9,10 @@ import asyncio
 import json
 
 import pytest
-from inprocess import Request, compile_with, free_port, serve
+from inprocess import Request, Upstream, compile_with, free_port, serve
 
 from meshgate.filters.base import Filter
+from meshgate.filters.gateway_api.mirror import RequestMirror
 from meshgate.proxy.context import LocalReply
 
 
@@ -149,3 +150,31 @@ async def test_a_deferred_request_runs_the_hooks_after_the_waiting_one(deferring
     assert [(s.target, s.headers.get("x-marked")) for s in upstream.seen] == [("/", "yes"), ("/wait", "yes")]
     r = await client.get("/teapot")
     assert (r.status_code, r.content) == (418, b"waited\n")
+
+
+# --- mirrors ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("body_later", [False, True])
+async def test_a_mirrored_request_with_a_body_hook_mirrors_the_body_sent_upstream(body_later):
+    # The mirror goes to the rule's own backend (the cluster name taken from the
+    # compiled rule); the body arrives with the head, or after it (a large or slow one).
+    upstream = await Upstream(answer).start()
+    port = free_port()
+    _, rule = compile_with((), port, upstream.port)
+    mirror = RequestMirror(rule.backends[0].cluster, 100.0)
+    upstream.close()
+    async with serve((mirror, Upper()), answer) as (client, upstream):
+
+        async def later():
+            await asyncio.sleep(0.05)
+            yield b"hello"
+
+        r = await client.post("/", content=later() if body_later else b"hello")
+        assert r.status_code == 200
+        for _ in range(100):
+            if len(upstream.seen) == 2:
+                break
+            await asyncio.sleep(0.01)
+        bodies = sorted((s.headers["host"].endswith("-shadow"), s.body) for s in upstream.seen)
+        assert bodies == [(False, b"HELLO"), (True, b"HELLO")]
