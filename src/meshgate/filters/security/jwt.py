@@ -253,7 +253,9 @@ class JWTAuthn(Filter):
             value = _claim(claims, path)
             if value is not None:
                 headers.set(header, value)
-        if self.by_claims is not None:
+        # A Consumer is named by issuer + subject: only a provider that pins its issuer
+        # vouches for ``iss`` (another key set could mint tokens naming any issuer).
+        if self.by_claims is not None and provider.issuer is not None:
             consumer = self.by_claims(self.namespace, claims)
             if consumer:
                 ctx.consumer = consumer

@@ -547,6 +547,20 @@ async def test_consumer_from_claims(keys, all_keys, monkeypatch):
     assert await run(f, ctx) is None and ctx.consumer is None
 
 
+async def test_a_provider_without_an_issuer_names_no_consumer(keys, monkeypatch):
+    """Consumers are named by issuer + subject: a provider that does not pin its issuer
+    cannot vouch for the token's ``iss``, so its tokens are not mapped to a Consumer."""
+    from meshgate.filters.security.consumers import ConsumerIndex
+
+    monkeypatch.setattr(ConsumerIndex, "by_claims", lambda self, ns, c: "team-alice")
+    spec = json.loads(local([keys.jwk("rsa", "k1")]))
+    del spec["providers"][0]["issuer"]
+    f = jwt_filter(json.dumps(spec))
+    ctx = request(mint(keys.rsa, "RS256"))
+    assert await run(f, ctx) is None  # the token is good...
+    assert ctx.consumer is None  # ...but names nobody
+
+
 async def test_refusals_are_counted_by_reason(keys, all_keys):
     f = jwt_filter(all_keys)
     before = dict(AUTH_FAILURES)
