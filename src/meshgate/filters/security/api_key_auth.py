@@ -246,6 +246,14 @@ def build(spec: Any, refs: Any) -> tuple:
             owner_of[digest] = (client_id, secret)
             clients.add(client_id)
             owner = consumers.by_client_id(refs.namespace, client_id) if consumers is not None else None
+            if owner is None and consumers is not None and consumers.is_consumer(refs.namespace, client_id):
+                # It would pass for that Consumer (authorization, plans, the consumer header).
+                refs.error(
+                    where,
+                    f"Secret {secret}: client {client_id!r} has the name of Consumer "
+                    f"{refs.namespace}/{client_id}, which does not claim it; list it in that "
+                    "Consumer's apiKeys or rename the client",
+                )
             table[digest] = (client_id, owner or client_id, digest)
     config = {
         "credentialRefs": [f"{r.namespace or refs.namespace}/{r.name}" for r in spec.credentialRefs],

@@ -302,6 +302,13 @@ def users_from(text: bytes, refs: Any, namespace: str) -> Iterator[User]:
     consumers = refs.consumers
     for _, name, sha1, hashed in entries:
         owner = consumers.by_username(namespace, name) if consumers is not None else None
+        if owner is None and consumers is not None and consumers.is_consumer(namespace, name):
+            # It would pass for that Consumer (authorization, plans, the consumer header).
+            refs.error(
+                ("users",),
+                f"{HTPASSWD_KEY} user {name!r} has the name of Consumer {namespace}/{name}, "
+                "which does not claim it; list it in that Consumer's basicAuth or rename the user",
+            )
         yield User(name, sha1, hashed, owner or name)
 
 

@@ -85,6 +85,10 @@ class ConsumerIndex:
 
     # -- lookups --------------------------------------------------------------------
 
+    def is_consumer(self, namespace: str, name: str) -> bool:
+        """Is there a Consumer of this name (so a bare credential must not use it)?"""
+        return (namespace, name) in self._labels
+
     def by_client_id(self, namespace: str, client_id: str) -> str | None:
         """The Consumer (its name) whose API key credential is ``client_id``."""
         return self._client_ids.get((namespace, client_id))

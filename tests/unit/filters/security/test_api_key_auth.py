@@ -256,6 +256,16 @@ def test_empty_key_is_an_error():
 # --- consumers ------------------------------------------------------------------------------
 
 
+def test_a_bare_client_id_may_not_take_the_name_of_a_consumer():
+    """Client "bob" of the Secret is not Consumer "bob" (who claims "alice"): had it
+    been accepted, bob's key would pass for that Consumer in authorization and plans."""
+    consumer = {"apiVersion": "meshgate.dev/v1alpha1", "kind": "Consumer", "metadata": {"name": "bob"},
+                "spec": {"apiKeys": [{"clientID": "alice"}]}}
+    (err,) = errors_of(docs(HEADER, consumers=[consumer]))
+    assert "client 'bob' has the name of Consumer default/bob, which does not claim it" in err
+    assert "spec.apiKeyAuth.credentialRefs[0]" in err
+
+
 def test_the_consumer_that_claims_the_client_id_is_the_consumer():
     consumer = {"apiVersion": "meshgate.dev/v1alpha1", "kind": "Consumer", "metadata": {"name": "acme"},
                 "spec": {"apiKeys": [{"clientID": "alice"}]}}

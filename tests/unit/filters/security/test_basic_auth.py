@@ -312,3 +312,11 @@ def test_secret_without_htpasswd_key_and_empty_file_are_errors():
         compile_snapshot(result.resources)
     assert "has no '.htpasswd' key" in str(info.value.errors[0])
     assert any("has no users" in e for e in errors_of("# nobody\n"))
+
+
+def test_a_bare_user_may_not_take_the_name_of_a_consumer():
+    """htpasswd user "bob" is not Consumer "bob" (who claims another user)."""
+    consumer = {"apiVersion": "meshgate.dev/v1alpha1", "kind": "Consumer", "metadata": {"name": "bob"},
+                "spec": {"basicAuth": [{"username": "someone-else"}]}}
+    (err,) = errors_of(f"bob:{SHA_BOB}\n", consumers=[consumer])
+    assert "user 'bob' has the name of Consumer default/bob, which does not claim it" in err
