@@ -72,6 +72,16 @@ def gateway(echo_mod, dead_port):
                 prefix_rule("/app", "echo"),
                 prefix_rule("/slow", "echo", timeouts={"request": "500ms"}),
                 prefix_rule("/dead", "dead"),
+                prefix_rule(
+                    "/stamped",
+                    "echo",
+                    filters=[
+                        {
+                            "type": "RequestHeaderModifier",
+                            "requestHeaderModifier": {"set": [{"name": "x-stamped", "value": "by-gateway"}]},
+                        }
+                    ],
+                ),
             ],
         )
     )
@@ -261,6 +271,32 @@ def test_hop_by_hop_request_headers_removed(gateway, base) -> None:
     assert "proxy-connection" not in headers
     assert "x-bar" in headers
     assert closed, "Connection: close from the client was not honoured"
+
+
+def test_connection_cannot_remove_a_header_the_gateway_sets(gateway, base) -> None:
+    """Fields a client names in Connection are dropped as they arrive, before filters
+    run: naming a field a filter sets (an identity header, say) cannot remove it."""
+    request = (
+        b"GET /stamped/x HTTP/1.1\r\nHost: a\r\nConnection: X-Stamped, X-Foo\r\n"
+        b"X-Foo: hop\r\n\r\n"
+    )
+    raw, _ = raw_request(gateway.listener_port, request, timeout=5)
+    (resp,) = parse_responses(raw)
+    body = resp.json()
+    assert upstream_header(body, "x-stamped") == ["by-gateway"]
+    assert upstream_header(body, "x-foo") is None
+
+
+def test_header_names_with_underscores_are_refused(gateway, echo_mod) -> None:
+    """Envoy Gateway's default: X_User would reach a CGI/WSGI upstream as X-User,
+    past every filter that sets or strips X-User."""
+    echo_mod.mark()
+    raw, closed = raw_request(
+        gateway.listener_port, b"GET /app/u HTTP/1.1\r\nHost: a\r\nX_User: admin\r\n\r\n", timeout=5
+    )
+    (resp,) = parse_responses(raw)
+    assert resp.status == 400 and closed
+    assert echo_mod.requests() == []
 
 
 def test_hop_by_hop_response_headers_removed(base) -> None:

@@ -92,3 +92,11 @@ class Headers:
 
     def __repr__(self) -> str:
         return f"Headers({self._items!r})"
+
+
+_CONNECTION_OPTIONS = frozenset(("close", "keep-alive"))
+
+
+def connection_options(value: str) -> set[str]:
+    """Field names a Connection header lists, beyond close / keep-alive."""
+    return {t.strip().lower() for t in value.split(",")} - _CONNECTION_OPTIONS - {""}

@@ -28,12 +28,17 @@ from typing import Any
 import httptools
 
 from meshgate.config.snapshot import Limits
-from meshgate.http.headers import Headers
+from meshgate.http.headers import Headers, connection_options
 from meshgate.http.paths import InvalidTarget, parse_host, parse_target
 from meshgate.proxy.context import RequestContext
 from meshgate.proxy.errors import reason_phrase
 from meshgate.tls.sni import accept as accept_tls
 
+
+
+# Fields a Connection header may not remove: the request is already framed and routed
+# by them.
+_FRAMING = frozenset(("host", "content-length", "transfer-encoding"))
 
 class BadRequest(Exception):
     def __init__(self, status: int, detail: str) -> None:
@@ -66,6 +71,7 @@ class ServerProtocol(asyncio.Protocol):
         self._host = ""
         self._content_length: str | None = None
         self._transfer_encoding: str | None = None
+        self._connection: str | None = None  # the Connection field's values, joined
         self._expect_continue = False
         self._receiving = None  # the exchange whose body is arriving
         # A malformed request that follows good pipelined ones: answered after them.
@@ -197,6 +203,7 @@ class ServerProtocol(asyncio.Protocol):
         self._host = ""
         self._content_length = None
         self._transfer_encoding = None
+        self._connection = None
         self._expect_continue = False
         if self.limits.request_timeout:
             self._message_start = self.loop.time()
@@ -218,6 +225,11 @@ class ServerProtocol(asyncio.Protocol):
         # values; what is left is ours to check.
         n = name.decode("latin-1").lower()
         v = value.decode("latin-1")
+        if "_" in n:
+            # Envoy Gateway's default (withUnderscoresAction: RejectRequest): upstreams
+            # built on CGI, WSGI or PHP read X_User as X-User, so a header a filter sets or
+            # strips could be forged in its underscore spelling.
+            raise BadRequest(400, "header name with an underscore")
         if n == "host":
             self._host_count += 1
             self._host = v
@@ -231,6 +243,8 @@ class ServerProtocol(asyncio.Protocol):
             self._transfer_encoding = (
                 v if self._transfer_encoding is None else self._transfer_encoding + "," + v
             )
+        elif n == "connection":
+            self._connection = v if self._connection is None else self._connection + "," + v
         elif n == "expect":
             if v.lower() == "100-continue":
                 self._expect_continue = True
@@ -277,6 +291,12 @@ class ServerProtocol(asyncio.Protocol):
         except UnicodeDecodeError:
             raise BadRequest(400, "invalid request-target") from None
         headers = Headers(self._headers)
+        if self._connection is not None:
+            # RFC 9110 7.6.1: fields the Connection header names are this hop's; drop them
+            # now, before filters run, so a client cannot have a field a filter sets (an
+            # identity header) dropped on its way upstream.
+            for nominated in connection_options(self._connection) - _FRAMING:
+                headers.remove(nominated)
         authority = self._host
         if self._host_count and not authority:
             raise BadRequest(400, "empty host header")

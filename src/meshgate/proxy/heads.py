@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from itertools import count
 
+from meshgate.http.headers import connection_options
 from meshgate.proxy.context import RequestContext
 
 # Fields that describe one hop and are never forwarded (RFC 9110 7.6.1).
@@ -20,7 +21,6 @@ HOP_BY_HOP = frozenset(
 _REQUEST_SPECIAL = HOP_BY_HOP | frozenset(
     ("host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "content-length", "x-request-id")
 )
-_CONNECTION_OPTIONS = frozenset(("close", "keep-alive"))
 _REQUEST_SPECIAL_TRACED = _REQUEST_SPECIAL | frozenset(
     ("traceparent", "tracestate", "b3", "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid",
      "x-b3-sampled", "x-b3-flags")
@@ -38,11 +38,6 @@ def new_request_id() -> str:
     return _ID_PREFIX + "%012x" % next(_id_counter)
 
 
-def connection_options(value: str) -> set[str]:
-    """Field names a Connection header lists, beyond close / keep-alive."""
-    return {t.strip().lower() for t in value.split(",")} - _CONNECTION_OPTIONS - {""}
-
-
 def upstream_request_head(ctx: RequestContext, chunked: bool, length: int, span=None) -> bytes:
     """Request line and fields for the upstream: hop-by-hop fields dropped, Host as
     rewritten, X-Forwarded-For/-Proto/-Host and X-Request-Id set, framing of our own;
@@ -56,7 +51,6 @@ def upstream_request_head(ctx: RequestContext, chunked: bool, length: int, span=
     xff = None
     host_seen = False
     request_id = None
-    dropped: set[str] | None = None
     for n, v in ctx.headers.items():
         if n not in special:
             out.append(f"{n}: {v}\r\n")
@@ -68,16 +62,7 @@ def upstream_request_head(ctx: RequestContext, chunked: bool, length: int, span=
         elif n == "x-request-id":
             request_id = v
             out.append(f"{n}: {v}\r\n")
-        elif n == "connection":
-            named = connection_options(v)
-            if named:
-                dropped = named if dropped is None else dropped | named
-    if dropped:
-        keep = [out[0]]
-        for line in out[1:]:
-            if line.split(":", 1)[0] not in dropped:
-                keep.append(line)
-        out = keep
+        # Connection itself is this hop's; the fields it named were dropped on receipt.
     if not host_seen:
         out.append(f"host: {ctx.upstream_host or ctx.authority or 'localhost'}\r\n")
     if request_id is None:
