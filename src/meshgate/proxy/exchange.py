@@ -209,13 +209,15 @@ class Exchange(CoroutinePath):
 
     def _sync_request_filters(self) -> LocalReply | None:
         ctx = self.ctx
-        for i, (hook, _) in enumerate(ctx.rule.request_hooks):  # type: ignore[union-attr]
-            reply = hook(ctx)
+        hooks = ctx.rule.request_hooks  # type: ignore[union-attr]
+        for entry in hooks:
+            reply = entry[0](ctx)
             if reply is not None:
                 if not isinstance(reply, LocalReply):
                     # A plain hook returned an awaitable: this request must wait (a key
                     # refetch, say). The coroutine awaits it and runs the hooks after it.
-                    self.task = self.engine.loop.create_task(self.run((i + 1, reply)))
+                    resume = (hooks.index(entry) + 1, reply)
+                    self.task = self.engine.loop.create_task(self.run(resume))
                     return _DEFERRED
                 return reply
         backend = self._pick_backend()

@@ -82,13 +82,15 @@ class ConnectionPool:
         cluster.rq_pending += 1
         try:
             conn = await asyncio.wait_for(waiter, cluster.connect_timeout)
-        except TimeoutError:
-            cluster.overflows["connections"] += 1
-            raise UpstreamOverflow("no upstream connection became free in time") from None
-        except asyncio.CancelledError:
+        except (TimeoutError, asyncio.CancelledError) as exc:
+            # Handed a connection (or a slot) in the same turn as the timeout or the
+            # cancel: give it on rather than lose it.
             if waiter.done() and not waiter.cancelled():
                 self._pass_on(waiter.result())
-            raise
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            cluster.overflows["connections"] += 1
+            raise UpstreamOverflow("no upstream connection became free in time") from None
         finally:
             cluster.rq_pending -= 1
             if waiter in self.waiters:
