@@ -25,48 +25,31 @@ if TYPE_CHECKING:
     from meshgate.filters.base import Filter
     from meshgate.http.headers import Headers
 
-def hooks_of(filters: tuple) -> tuple[tuple, tuple]:
-    """(request hooks, response hooks) of ``filters``: (bound method, is_async) pairs
-    for the phases each filter overrides, in filter order."""
+def phase_hooks(filters: tuple, phase: str) -> tuple:
+    """The ``phase`` hooks of ``filters`` (e.g. "on_request"), for the filters that
+    override it, in filter order: (bound method, is_async) pairs."""
     import inspect
 
     from meshgate.filters.base import overrides
 
-    req = tuple(
-        (f.on_request, inspect.iscoroutinefunction(f.on_request))
+    return tuple(
+        (getattr(f, phase), inspect.iscoroutinefunction(getattr(f, phase)))
         for f in filters
-        if overrides(f, "on_request")
+        if overrides(f, phase)
     )
-    resp = tuple(
-        (f.on_response, inspect.iscoroutinefunction(f.on_response))
-        for f in filters
-        if overrides(f, "on_response")
-    )
-    return req, resp
+
+
+def hooks_of(filters: tuple) -> tuple[tuple, tuple]:
+    """(request hooks, response hooks) of ``filters``."""
+    return phase_hooks(filters, "on_request"), phase_hooks(filters, "on_response")
 
 
 def body_hooks_of(filters: tuple) -> tuple[tuple, tuple, int]:
     """(request body hooks, response body hooks, the smallest ``body_limit`` of their
-    filters) of ``filters``, as (bound method, is_async) pairs in filter order."""
-    import inspect
-
-    from meshgate.filters.base import overrides
-
-    req = tuple(
-        (f.on_request_body, inspect.iscoroutinefunction(f.on_request_body))
-        for f in filters
-        if overrides(f, "on_request_body")
-    )
-    resp = tuple(
-        (f.on_response_body, inspect.iscoroutinefunction(f.on_response_body))
-        for f in filters
-        if overrides(f, "on_response_body")
-    )
-    limits = [
-        f.body_limit
-        for f in filters
-        if overrides(f, "on_request_body") or overrides(f, "on_response_body")
-    ]
+    filters) of ``filters``."""
+    req = phase_hooks(filters, "on_request_body")
+    resp = phase_hooks(filters, "on_response_body")
+    limits = [h.__self__.body_limit for h, _ in req + resp]
     return req, resp, min(limits) if limits else 0
 
 
