@@ -331,7 +331,9 @@ def test_circuit_breaker_overflow_is_fast_503_uo(fresh, limits: str) -> None:
     assert received == (1 if overflowing == "pending" else holding), (
         "only the holding requests reach the backend"
     )
-    assert worst < 50, f"overflow answers took up to {worst:.1f} ms (target < 5 ms)"
+    # The gateway's own time for an overflow (access log), not the test client's: a
+    # busy CI machine delays the client, and timing targets live in bench/ anyway.
+    assert gateway_p50 < 5, f"overflow answers took {gateway_p50} ms (median) in the gateway"
 
 
 # --------------------------------------------------------------------------- retry budget
