@@ -299,6 +299,26 @@ def test_header_names_with_underscores_are_refused(gateway, echo_mod) -> None:
     assert echo_mod.requests() == []
 
 
+@pytest.mark.parametrize("action", ["DropHeader", "Allow"])
+def test_client_traffic_policy_chooses_what_underscored_headers_do(echo_mod, action) -> None:
+    """headers.withUnderscoresAction: DropHeader forwards the request without the
+    header, Allow forwards it as is (the default, RejectRequest, is tested above)."""
+    port = free_port()
+    policy = {
+        "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+        "kind": "ClientTrafficPolicy",
+        "metadata": {"name": "underscores", "namespace": "default"},
+        "spec": {
+            "targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "gw"}],
+            "headers": {"withUnderscoresAction": action},
+        },
+    }
+    docs = [gateway_doc(port), *service_docs("echo", [echo_mod]), route_doc("r", [prefix_rule("/", "echo")]), policy]
+    with Gateway(docs):
+        body = httpx.get(f"http://127.0.0.1:{port}/u", headers={"X_User": "admin"}).json()
+    assert upstream_header(body, "x_user") == (["admin"] if action == "Allow" else None)
+
+
 def test_hop_by_hop_response_headers_removed(base) -> None:
     resp = httpx.get(
         f"{base}/app/hop", headers={"X-Echo-Set-Header": "Connection:X-Resp-Hop,X-Resp-Hop:1,Keep-Alive:timeout=9"}

@@ -349,6 +349,9 @@ class Limits:
     upstream_connect_timeout: float = 5.0
     upstream_idle_timeout: float = 60.0  # pooled connection unused for this is closed
     drain_timeout: float = 20.0  # graceful shutdown deadline
+    # Request header names with "_": "RejectRequest" (400), "DropHeader" or "Allow"
+    # (ClientTrafficPolicy headers.withUnderscoresAction; Envoy Gateway's default).
+    underscore_headers: str = "RejectRequest"
     # Per listener (ClientTrafficPolicy):
     request_timeout: float = 0.0  # whole request must arrive in this -> 408; 0 = no limit
     buffer_limit: int = 256 * 1024  # request body buffered before reading pauses

@@ -226,10 +226,14 @@ class ServerProtocol(asyncio.Protocol):
         n = name.decode("latin-1").lower()
         v = value.decode("latin-1")
         if "_" in n:
-            # Envoy Gateway's default (withUnderscoresAction: RejectRequest): upstreams
-            # built on CGI, WSGI or PHP read X_User as X-User, so a header a filter sets or
-            # strips could be forged in its underscore spelling.
-            raise BadRequest(400, "header name with an underscore")
+            # withUnderscoresAction (Envoy Gateway's default: reject): upstreams built on
+            # CGI, WSGI or PHP read X_User as X-User, so a header a filter sets or strips
+            # could be forged in its underscore spelling.
+            action = self.limits.underscore_headers
+            if action == "RejectRequest":
+                raise BadRequest(400, "header name with an underscore")
+            if action == "DropHeader":
+                return
         if n == "host":
             self._host_count += 1
             self._host = v

@@ -60,6 +60,7 @@ class CompiledClient:
     request_timeout: float | None = None  # seconds; 0: no limit
     buffer_limit: int | None = None  # bytes
     xff_trusted_hops: int | None = None
+    underscores: str | None = None  # headers.withUnderscoresAction
 
     def limits(self, base: Limits) -> Limits:
         changes: dict[str, Any] = {}
@@ -71,6 +72,8 @@ class CompiledClient:
             changes["buffer_limit"] = self.buffer_limit
         if self.xff_trusted_hops is not None:
             changes["xff_trusted_hops"] = self.xff_trusted_hops
+        if self.underscores is not None:
+            changes["underscore_headers"] = self.underscores
         return replace(base, **changes) if changes else base
 
 
@@ -106,6 +109,7 @@ class ClientPolicies(PolicyIndex):
             request_timeout=request,
             buffer_limit=buffer,
             xff_trusted_hops=hops,
+            underscores=spec.headers.withUnderscoresAction if spec.headers is not None else None,
         )
 
     def _tls(self, res: Any, tls: Any) -> ServerTLSSettings:

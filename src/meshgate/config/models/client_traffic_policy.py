@@ -214,6 +214,25 @@ class ClientConnection(Section):
         return self
 
 
+class HeaderSettings(Section):
+    """The parts of Envoy Gateway's HeaderSettings meshgate serves."""
+
+    withUnderscoresAction: Literal["Allow", "RejectRequest", "DropHeader"] = Field(
+        default="RejectRequest",
+        description="What to do with a request header whose name has an underscore: "
+        "`RejectRequest` (400, the default), `DropHeader` (forward the request without it) or "
+        "`Allow`. Many upstream frameworks (CGI, WSGI, PHP) read `X_User` as `X-User`, so "
+        "allowing them lets clients forge headers a gateway filter sets or strips.",
+    )
+    enableEnvoyHeaders: Any = not_supported()
+    disableRateLimitHeaders: Any = not_supported()
+    xForwardedClientCert: Any = not_supported()
+    preserveXRequestID: Any = not_supported()
+    earlyRequestHeaders: Any = not_supported()
+    lateResponseHeaders: Any = not_supported()
+    requestID: Any = not_supported()
+
+
 # --- spec ------------------------------------------------------------------------------
 
 
@@ -236,7 +255,9 @@ class ClientTrafficPolicySpec(TargetedSpec):
     enableProxyProtocol: Any = not_supported()
     proxyProtocol: Any = not_supported()
     path: Any = not_supported()
-    headers: Any = not_supported()
+    headers: HeaderSettings | None = Field(
+        default=None, description="Request header handling (header names with underscores)."
+    )
     http1: Any = not_supported()
     http2: Any = not_supported()
     http3: Any = not_supported()
