@@ -319,6 +319,17 @@ def test_client_traffic_policy_chooses_what_underscored_headers_do(echo_mod, act
     assert upstream_header(body, "x_user") == (["admin"] if action == "Allow" else None)
 
 
+def test_header_limits_are_set_on_the_command_line(echo_mod) -> None:
+    port = free_port()
+    docs = [gateway_doc(port), *service_docs("echo", [echo_mod]), route_doc("r", [prefix_rule("/", "echo")])]
+    with Gateway(docs, extra_args=["--max-header-count", "6", "--max-header-bytes", "2048"]):
+        url = f"http://127.0.0.1:{port}/h"
+        # httpx sends host, accept, accept-encoding, connection, user-agent: 5 fields.
+        assert httpx.get(url, headers={"x-one": "1"}).status_code == 200
+        assert httpx.get(url, headers={"x-one": "1", "x-two": "2"}).status_code == 431
+        assert httpx.get(url, headers={"x-big": "v" * 3000}).status_code == 431
+
+
 def test_hop_by_hop_response_headers_removed(base) -> None:
     resp = httpx.get(
         f"{base}/app/hop", headers={"X-Echo-Set-Header": "Connection:X-Resp-Hop,X-Resp-Hop:1,Keep-Alive:timeout=9"}

@@ -32,6 +32,8 @@ log = logging.getLogger("meshgate.gateway")
 @click.option("--gateway", "gateways", multiple=True, help="Serve only this Gateway (NS/NAME); repeatable.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Processes sharing the listeners.")
 @click.option("--max-body-bytes", default=0, show_default=True, type=int, help="Request body limit, 413 over it (0: none).")
+@click.option("--max-header-bytes", default=60 * 1024, show_default=True, type=click.IntRange(1024), help="Request header fields, in bytes; 431 over it.")
+@click.option("--max-header-count", default=100, show_default=True, type=click.IntRange(1), help="Request header fields, in number; 431 over it.")
 @click.option("--header-timeout", default=10.0, show_default=True, type=float, help="Seconds to receive a request head (408).")
 @click.option("--idle-timeout", default=60.0, show_default=True, type=float, help="Seconds a keep-alive connection may idle.")
 @click.option("--connect-timeout", default=5.0, show_default=True, type=float, help="Seconds to open an upstream connection (503 UF); a BackendTrafficPolicy's timeout.tcp.connectTimeout wins.")
@@ -58,6 +60,8 @@ def gateway(
     gateways: tuple[str, ...],
     workers: int,
     max_body_bytes: int,
+    max_header_bytes: int,
+    max_header_count: int,
     header_timeout: float,
     idle_timeout: float,
     connect_timeout: float,
@@ -87,6 +91,8 @@ def gateway(
         sys.exit(_supervise(workers))
     limits = Limits(
         max_body_bytes=max_body_bytes,
+        max_header_bytes=max_header_bytes,
+        max_header_count=max_header_count,
         header_timeout=header_timeout,
         idle_timeout=idle_timeout,
         upstream_connect_timeout=connect_timeout,
