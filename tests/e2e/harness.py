@@ -7,6 +7,7 @@ with a deadline (never a fixed sleep), and stops exactly the processes it starte
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -734,3 +735,53 @@ def simple_config(listener_port: int, routes: dict[str, EchoServer], timeouts: d
         rules.append(prefix_rule(prefix, f"svc-{i}", **extra))
     docs.append(route_doc("route", rules))
     return docs
+
+
+def policy_doc(
+    kind: str,
+    name: str,
+    spec: dict,
+    target: str = "route",
+    target_kind: str = "HTTPRoute",
+    namespace: str = "default",
+) -> dict:
+    """A policy of ``kind`` (Envoy Gateway's, or meshgate.dev's for meshgate kinds)
+    whose ``spec`` targets the HTTPRoute (or ``target_kind``) ``target``."""
+    group = "meshgate.dev" if kind in MESHGATE_KINDS else "gateway.envoyproxy.io"
+    return {
+        "apiVersion": f"{group}/v1alpha1",
+        "kind": kind,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "targetRefs": [{"group": "gateway.networking.k8s.io", "kind": target_kind, "name": target}],
+            **spec,
+        },
+    }
+
+
+MESHGATE_KINDS = ("CachePolicy", "ValidationPolicy", "TransformPolicy", "IntrospectionPolicy", "Plan", "Consumer")
+
+
+@contextlib.contextmanager
+def serving(
+    docs: list[dict],
+    port: int,
+    *args: str,
+    workers: int | None = None,
+    access_log: bool = False,
+    echo: EchoServer | None = None,
+):
+    """A started Gateway on ``docs`` with ``.base`` (its URL on ``port``), ``.echo`` and,
+    with ``access_log``, ``.access_log`` (a JSON-lines file next to its config, which the
+    config watcher skips); stopped on exit."""
+    gw = Gateway(docs, workers=workers, extra_args=args)
+    if access_log:
+        gw.access_log = gw.config_dir / "access.log"
+        gw.extra_args += ["--access-log", str(gw.access_log)]
+    gw.base = f"http://127.0.0.1:{port}"
+    gw.echo = echo
+    try:
+        gw.start()
+        yield gw
+    finally:
+        gw.cleanup()

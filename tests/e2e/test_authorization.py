@@ -22,22 +22,18 @@ from harness import (
     Gateway,
     free_port,
     gateway_doc,
+    policy_doc,
     prefix_rule,
     route_doc,
     service_docs,
+    serving,
 )
 
-GROUP = "gateway.networking.k8s.io"
 APP = "https://app.example.com"
 
 
 def security_policy(name: str, route: str, spec: dict) -> dict:
-    return {
-        "apiVersion": "gateway.envoyproxy.io/v1alpha1",
-        "kind": "SecurityPolicy",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {"targetRefs": [{"group": GROUP, "kind": "HTTPRoute", "name": route}], **spec},
-    }
+    return policy_doc("SecurityPolicy", name, spec, route)
 
 
 def config(port: int, echo: EchoServer) -> list[dict]:
@@ -78,15 +74,8 @@ def config(port: int, echo: EchoServer) -> list[dict]:
 @pytest.fixture(scope="module")
 def served():
     port = free_port()
-    with EchoServer() as echo:
-        gw = Gateway(config(port, echo))
-        gw.base = f"http://127.0.0.1:{port}"
-        gw.echo = echo
-        try:
-            gw.start()
-            yield gw
-        finally:
-            gw.cleanup()
+    with EchoServer() as echo, serving(config(port, echo), port, echo=echo) as gw:
+        yield gw
 
 
 def denied_count(gw: Gateway) -> float:

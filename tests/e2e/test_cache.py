@@ -16,23 +16,18 @@ from harness import (
     Gateway,
     free_port,
     gateway_doc,
+    policy_doc,
     prefix_rule,
     route_doc,
     service_docs,
 )
 
-GROUP = "gateway.networking.k8s.io"
 # The echo server sets response fields named in this request header.
 CACHEABLE = {"x-echo-set-header": "Cache-Control:max-age=60,Vary:Accept-Language"}
 
 
 def cache_policy(route: str = "cached", **spec) -> dict:
-    return {
-        "apiVersion": "meshgate.dev/v1alpha1",
-        "kind": "CachePolicy",
-        "metadata": {"name": "cache", "namespace": "default"},
-        "spec": {"targetRefs": [{"group": GROUP, "kind": "HTTPRoute", "name": route}], **spec},
-    }
+    return policy_doc("CachePolicy", "cache", spec, route)
 
 
 @pytest.fixture(scope="module")

@@ -27,13 +27,14 @@ from harness import (
     Gateway,
     free_port,
     gateway_doc,
+    policy_doc,
     prefix_rule,
     route_doc,
     service_docs,
+    serving,
     wait_until,
 )
 
-GROUP = "gateway.networking.k8s.io"
 # Test-only credentials.
 ORDERS_KEY = "test-only-orders-key-acme-0001"
 GLOBEX_KEY = "test-only-orders-key-globex-0002"
@@ -48,12 +49,7 @@ def secret(name: str, data: dict) -> dict:
 
 
 def security_policy(name: str, route: str, spec: dict) -> dict:
-    return {
-        "apiVersion": "gateway.envoyproxy.io/v1alpha1",
-        "kind": "SecurityPolicy",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {"targetRefs": [{"group": GROUP, "kind": "HTTPRoute", "name": route}], **spec},
-    }
+    return policy_doc("SecurityPolicy", name, spec, route)
 
 
 def config(port: int, echo: EchoServer) -> list[dict]:
@@ -95,17 +91,8 @@ def config(port: int, echo: EchoServer) -> list[dict]:
 @pytest.fixture(scope="module")
 def served():
     port = free_port()
-    with EchoServer() as echo:
-        gw = Gateway(config(port, echo))
-        gw.access_log = gw.config_dir / "access.log"  # not *.yaml: the watcher skips it
-        gw.extra_args += ["--access-log", str(gw.access_log)]
-        gw.base = f"http://127.0.0.1:{port}"
-        gw.echo = echo
-        try:
-            gw.start()
-            yield gw
-        finally:
-            gw.cleanup()
+    with EchoServer() as echo, serving(config(port, echo), port, access_log=True, echo=echo) as gw:
+        yield gw
 
 
 def get(gw: Gateway, path: str, **kw) -> httpx.Response:

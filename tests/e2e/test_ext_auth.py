@@ -20,24 +20,16 @@ from harness import (
     backend_doc,
     free_port,
     gateway_doc,
+    policy_doc,
     prefix_rule,
     route_doc,
     service_docs,
 )
 
-GROUP = "gateway.networking.k8s.io"
 
 
 def ext_auth_policy(name: str, route: str, **ext_auth) -> dict:
-    return {
-        "apiVersion": "gateway.envoyproxy.io/v1alpha1",
-        "kind": "SecurityPolicy",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "targetRefs": [{"group": GROUP, "kind": "HTTPRoute", "name": route}],
-            "extAuth": ext_auth,
-        },
-    }
+    return policy_doc("SecurityPolicy", name, {"extAuth": ext_auth}, route)
 
 
 def auth_ref() -> dict:

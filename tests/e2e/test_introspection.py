@@ -20,27 +20,20 @@ from harness import (
     Gateway,
     free_port,
     gateway_doc,
+    policy_doc,
     prefix_rule,
     route_doc,
     service_docs,
 )
 
-GROUP = "gateway.networking.k8s.io"
 EXPIRING = 5.0  # seconds the `expiring` token lives after the endpoint starts
 
 
 def introspection_policy(name: str, route: str, endpoint: str, **spec) -> dict:
-    return {
-        "apiVersion": "meshgate.dev/v1alpha1",
-        "kind": "IntrospectionPolicy",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "targetRefs": [{"group": GROUP, "kind": "HTTPRoute", "name": route}],
-            "endpoint": endpoint,
-            "clientCredentialsRef": {"name": "introspection-client"},
-            **spec,
-        },
-    }
+    credentials = {"name": "introspection-client"}
+    return policy_doc(
+        "IntrospectionPolicy", name, {"endpoint": endpoint, "clientCredentialsRef": credentials, **spec}, route
+    )
 
 
 @pytest.fixture(scope="module")

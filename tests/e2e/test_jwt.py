@@ -26,6 +26,7 @@ from harness import (
     _terminate,
     free_port,
     gateway_doc,
+    policy_doc,
     prefix_rule,
     route_doc,
     service_docs,
@@ -34,7 +35,6 @@ from harness import (
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 ISSUER = "https://issuer.e2e"
-GROUP = "gateway.networking.k8s.io"
 JWKS_SERVER = Path(__file__).with_name("jwks_server.py")
 
 
@@ -99,25 +99,14 @@ def ec_signer(kid: str) -> Signer:
 
 
 def jwt_policy(name: str, route: str, uri: str, audience: str, cache: str = "300s") -> dict:
-    return {
-        "apiVersion": "gateway.envoyproxy.io/v1alpha1",
-        "kind": "SecurityPolicy",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "targetRefs": [{"group": GROUP, "kind": "HTTPRoute", "name": route}],
-            "jwt": {
-                "providers": [
-                    {
-                        "name": "main",
-                        "issuer": ISSUER,
-                        "audiences": [audience],
-                        "remoteJWKS": {"uri": uri, "cacheDuration": cache},
-                        "claimToHeaders": [{"header": "x-jwt-sub", "claim": "sub"}],
-                    }
-                ]
-            },
-        },
+    provider = {
+        "name": "main",
+        "issuer": ISSUER,
+        "audiences": [audience],
+        "remoteJWKS": {"uri": uri, "cacheDuration": cache},
+        "claimToHeaders": [{"header": "x-jwt-sub", "claim": "sub"}],
     }
+    return policy_doc("SecurityPolicy", name, {"jwt": {"providers": [provider]}}, route)
 
 
 class Env:

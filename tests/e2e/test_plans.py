@@ -12,7 +12,6 @@ one stopped; GET /usage shows requests and denials per consumer and route, summe
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 
@@ -26,6 +25,7 @@ from harness import (
     prefix_rule,
     route_doc,
     service_docs,
+    serving,
 )
 from redis_server import RedisServer
 
@@ -73,17 +73,8 @@ def config(port: int, echo: EchoServer, quota: int, rate: list | None = None) ->
     ]
 
 
-@contextlib.contextmanager
 def served(docs: list[dict], port: int, *args: str, workers: int | None = None):
-    gw = Gateway(docs, workers=workers, extra_args=args)
-    gw.access_log = gw.config_dir / "access.log"
-    gw.extra_args += ["--access-log", str(gw.access_log)]
-    gw.base = f"http://127.0.0.1:{port}"
-    try:
-        gw.start()
-        yield gw
-    finally:
-        gw.cleanup()
+    return serving(docs, port, *args, workers=workers, access_log=True)
 
 
 def get(gw: Gateway, path: str, consumer: str | None = "acme", fresh: bool = False) -> httpx.Response:

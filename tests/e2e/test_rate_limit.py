@@ -10,7 +10,6 @@ or closed while Redis is away, and recovery without a restart.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,26 +21,19 @@ from harness import (
     Gateway,
     free_port,
     gateway_doc,
+    policy_doc,
     prefix_rule,
     route_doc,
     service_docs,
+    serving,
     wait_until,
 )
 from redis_server import RedisServer
 
-GROUP = "gateway.networking.k8s.io"
 
 
-def policy_doc(rate_limit: dict, name: str = "limits") -> dict:
-    return {
-        "apiVersion": "gateway.envoyproxy.io/v1alpha1",
-        "kind": "BackendTrafficPolicy",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "targetRefs": [{"group": GROUP, "kind": "HTTPRoute", "name": "route"}],
-            "rateLimit": rate_limit,
-        },
-    }
+def limit_policy(rate_limit: dict, name: str = "limits") -> dict:
+    return policy_doc("BackendTrafficPolicy", name, {"rateLimit": rate_limit})
 
 
 def local(*rules: dict) -> dict:
@@ -64,21 +56,12 @@ def config(port: int, echo: EchoServer, rate_limit: dict) -> list[dict]:
         gateway_doc(port),
         *service_docs("svc", [echo]),
         route_doc("route", [prefix_rule("/", "svc")]),
-        policy_doc(rate_limit),
+        limit_policy(rate_limit),
     ]
 
 
-@contextlib.contextmanager
 def served(docs: list[dict], port: int, *args: str, workers: int | None = None):
-    gw = Gateway(docs, workers=workers, extra_args=args)
-    gw.access_log = gw.config_dir / "access.log"
-    gw.extra_args += ["--access-log", str(gw.access_log)]
-    gw.base = f"http://127.0.0.1:{port}"
-    try:
-        gw.start()
-        yield gw
-    finally:
-        gw.cleanup()
+    return serving(docs, port, *args, workers=workers, access_log=True)
 
 
 def access_records(gw: Gateway) -> list[dict]:

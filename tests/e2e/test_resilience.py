@@ -11,7 +11,6 @@ injection percentages.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -28,13 +27,14 @@ from harness import (
     Gateway,
     free_port,
     gateway_doc,
+    policy_doc,
     prefix_rule,
     route_doc,
     service_docs,
+    serving,
     wait_until,
 )
 
-GROUP = "gateway.networking.k8s.io"
 WATCH = ["--watch-interval", "0.1"]
 
 
@@ -48,16 +48,8 @@ def figure(name: str, value) -> None:
             out.write(line + "\n")
 
 
-def policy_doc(spec: dict, route: str = "route", name: str = "resilience") -> dict:
-    return {
-        "apiVersion": "gateway.envoyproxy.io/v1alpha1",
-        "kind": "BackendTrafficPolicy",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "targetRefs": [{"group": GROUP, "kind": "HTTPRoute", "name": route}],
-            **spec,
-        },
-    }
+def traffic_policy(spec: dict, route: str = "route", name: str = "resilience") -> dict:
+    return policy_doc("BackendTrafficPolicy", name, spec, route)
 
 
 def config(port: int, servers: list[FlakyServer], spec: dict) -> list[dict]:
@@ -67,22 +59,13 @@ def config(port: int, servers: list[FlakyServer], spec: dict) -> list[dict]:
         gateway_doc(port),
         *service_docs("svc", servers),
         route_doc("route", [prefix_rule("/", "svc")]),
-        policy_doc(spec),
+        traffic_policy(spec),
     ]
 
 
-@contextlib.contextmanager
 def served(docs: list[dict], port: int):
     """A gateway on `docs` with an access log; yields it with `.base` and `.access_log`."""
-    gw = Gateway(docs, extra_args=WATCH)
-    gw.access_log = gw.config_dir / "access.log"  # not *.yaml: the watcher skips it
-    gw.extra_args += ["--access-log", str(gw.access_log)]
-    gw.base = f"http://127.0.0.1:{port}"
-    try:
-        gw.start()
-        yield gw
-    finally:
-        gw.cleanup()
+    return serving(docs, port, *WATCH, access_log=True)
 
 
 def policy_cluster(gw: Gateway, policy: str = "default/resilience") -> dict:
@@ -353,7 +336,7 @@ def test_retry_budget_caps_amplification_in_a_brownout(fresh) -> None:
         *service_docs("svc", servers),
         route_doc("route", [prefix_rule("/budget", "svc")]),
         route_doc("unbounded", [prefix_rule("/unbounded", "svc")]),
-        policy_doc(
+        traffic_policy(
             {
                 "retry": {
                     **retry,
@@ -361,7 +344,7 @@ def test_retry_budget_caps_amplification_in_a_brownout(fresh) -> None:
                 }
             }
         ),
-        policy_doc(
+        traffic_policy(
             {
                 "retry": {
                     **retry,
@@ -597,7 +580,7 @@ def test_fqdn_backend_serves_at_once_and_is_resolved_to_addresses(fresh) -> None
     }
     # Retry connect failures: "localhost" may also name ::1, where the server is not.
     retry = {"retry": {"numRetries": 2, "retryOn": {"triggers": ["connect-failure"]}}}
-    docs = [gateway_doc(port), backend, route_doc("route", [rule]), policy_doc(retry)]
+    docs = [gateway_doc(port), backend, route_doc("route", [rule]), traffic_policy(retry)]
     with served(docs, port) as gw, httpx.Client(base_url=gw.base) as client:
         assert client.get("/first").status_code == 200
 

@@ -17,12 +17,12 @@ import pytest
 import yaml
 from harness import (
     EchoServer,
-    Gateway,
     free_port,
     gateway_doc,
     prefix_rule,
     route_doc,
     service_docs,
+    serving,
 )
 
 GROUP = "gateway.networking.k8s.io"
@@ -66,15 +66,8 @@ def config(port: int, echo: EchoServer) -> list[dict]:
 @pytest.fixture(scope="module")
 def served():
     port = free_port()
-    with EchoServer() as echo:
-        gw = Gateway(config(port, echo))
-        gw.base = f"http://127.0.0.1:{port}"
-        gw.echo = echo
-        try:
-            gw.start()
-            yield gw
-        finally:
-            gw.cleanup()
+    with EchoServer() as echo, serving(config(port, echo), port, echo=echo) as gw:
+        yield gw
 
 
 def test_request_headers_and_query_are_rewritten_from_templates(served):

@@ -13,12 +13,12 @@ import httpx
 import pytest
 from harness import (
     EchoServer,
-    Gateway,
     free_port,
     gateway_doc,
     prefix_rule,
     route_doc,
     service_docs,
+    serving,
     wait_until,
 )
 
@@ -66,18 +66,10 @@ def config(port: int, echo: EchoServer, document: str) -> list[dict]:
 def served():
     port = free_port()
     with EchoServer() as echo:
-        gw = Gateway(
-            config(port, echo, DOCUMENT.read_text()),
-            extra_args=["--watch-interval", "0.1"],
-        )
-        gw.base = f"http://127.0.0.1:{port}"
-        gw.echo = echo
-        gw.port = port
-        try:
-            gw.start()
+        docs = config(port, echo, DOCUMENT.read_text())
+        with serving(docs, port, "--watch-interval", "0.1", echo=echo) as gw:
+            gw.port = port
             yield gw
-        finally:
-            gw.cleanup()
 
 
 def refused(r: httpx.Response, status: int) -> dict:

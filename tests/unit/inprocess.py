@@ -177,3 +177,15 @@ async def serve(filters: tuple, answer: Callable[[Request], Answer | Awaitable[A
     finally:
         await engine.drain(0.1)
         upstream.close()
+
+
+def compiled_filter(texts: list[tuple[str, str]], cls: type, port: int = 8080, host: str = "localhost", path: str = "/"):
+    """The one filter of class ``cls`` on the rule that serves ``host``/``path`` on
+    ``port``, once the YAML ``texts`` ((file name, text) pairs) are loaded and compiled."""
+    from meshgate.config.compile.lookup import find_match
+
+    result = load_texts(texts)
+    assert result.errors == [], [str(e) for e in result.errors]
+    match = find_match(compile_snapshot(result.resources), port, host, path)
+    (f,) = [f for f in match.rule.filters if isinstance(f, cls)]
+    return f

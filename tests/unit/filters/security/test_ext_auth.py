@@ -12,9 +12,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from inprocess import compiled_filter
 
 from meshgate.config.compile import ConfigInvalid, compile_snapshot
-from meshgate.config.compile.lookup import find_match
 from meshgate.config.loader import load_texts
 from meshgate.filters.security.base import AUTH_FAILURES
 from meshgate.filters.security.ext_auth import ExtAuth
@@ -255,12 +255,7 @@ def errors(ext_auth: str) -> list[str]:
 
 
 def compiled(ext_auth: str) -> ExtAuth:
-    result = load_texts([("g.yaml", GATEWAY), ("t.yaml", policy(ext_auth))])
-    assert result.errors == []
-    snapshot = compile_snapshot(result.resources)
-    match = find_match(snapshot, 8080, "localhost", "/")
-    (f,) = [f for f in match.rule.filters if isinstance(f, ExtAuth)]
-    return f
+    return compiled_filter([("g.yaml", GATEWAY), ("t.yaml", policy(ext_auth))], ExtAuth)
 
 
 def test_builds_from_backend_refs_with_envoy_gateway_defaults() -> None:

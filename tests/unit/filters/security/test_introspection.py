@@ -14,9 +14,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from inprocess import compiled_filter
 
 from meshgate.config.compile import ConfigInvalid, compile_snapshot
-from meshgate.config.compile.lookup import find_match
 from meshgate.config.loader import load_texts
 from meshgate.filters.security.base import AUTH_FAILURES
 from meshgate.filters.security.introspection import (
@@ -384,12 +384,7 @@ def model_errors(spec: str) -> list[str]:
 
 
 def compiled(spec: str) -> Introspection:
-    result = load_texts([("g.yaml", ROUTE), ("t.yaml", policy(spec))])
-    assert result.errors == []
-    snapshot = compile_snapshot(result.resources)
-    match = find_match(snapshot, 8080, "localhost", "/")
-    (f,) = [f for f in match.rule.filters if isinstance(f, Introspection)]
-    return f
+    return compiled_filter([("g.yaml", ROUTE), ("t.yaml", policy(spec))], Introspection)
 
 
 def test_builds_with_defaults() -> None:
